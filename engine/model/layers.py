@@ -1,0 +1,231 @@
+"""Building blocks of the InfinityGAN generator and discriminator, in plain PyTorch.
+
+Descends from StyleGAN2 (Karras et al. 2020) as re-implemented by the InfinityGAN
+authors; every layer here is padding-free unless it says otherwise, and no custom
+CUDA op is needed: the fused bias + leaky ReLU and the blurs are ordinary ops.
+
+Legend: B batch, C channels, H/W pixels, D style size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def bias_lrelu(x: Tensor, bias: Tensor) -> Tensor:
+    """leaky_relu(x + bias, 0.2) * sqrt(2): StyleGAN2's "fused" activation; bias per channel."""
+    return F.leaky_relu(x + bias.view(1, -1, 1, 1).to(x.dtype), LRELU_SLOPE) * LRELU_GAIN
+
+
+def pixel_norm(x: Tensor) -> Tensor:
+    """Normalise each vector along dim 1 to unit root-mean-square."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+def binomial_kernel(taps: list[int], gain: float = 1.0) -> Tensor:
+    """Separable 2-D kernel outer(taps, taps), normalised to sum `gain`."""
+    k = torch.tensor(taps, dtype=torch.float32)
+    k = k[:, None] * k[None, :]
+    return k * (gain / k.sum())
+
+
+def depthwise(x: Tensor, kernel: Tensor, *, padding: int = 0, bias: Tensor | None = None) -> Tensor:
+    """Same 2-D kernel on every channel (a symmetric kernel, so no flip is needed)."""
+    c = x.shape[1]
+    weight = kernel.to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
+    return F.conv2d(x, weight, bias, padding=padding, groups=c)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate (weights stored unscaled, scaled at run time)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activate: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: Tensor) -> Tensor:  # [..., in] -> [..., out]
+        bias = self.bias * self.lr_mul
+        if self.activate:
+            out = F.linear(x, self.weight * self.scale)
+            return F.leaky_relu(out + bias, LRELU_SLOPE) * LRELU_GAIN
+        return F.linear(x, self.weight * self.scale, bias)
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalised learning rate; bias is optional (activations carry their own)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(
+            x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding
+        )
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated (and optionally demodulated) convolution, padding-free.
+
+    `upsample=True` is the padding-free upsampling conv of InfinityGAN: a stride-2
+    transposed conv (H -> 2H + 1), one border pixel dropped on each side (-> 2H - 1),
+    then a valid 3x3 binomial blur with gain 4 (-> 2H - 3). Otherwise a valid conv
+    (H -> H - k + 1).
+
+    The style is applied in one of two mathematically equal ways:
+    - one style for the whole batch ([1, D]): the weights are modulated once and a
+      plain batched conv runs (the fast path for a world with one style);
+    - one style per sample ([B, D]): the input activations are scaled and the output
+      demodulated per sample, around one shared-weight conv (no grouped conv, so
+      training batches stay fast and bf16-friendly).
+
+    `input_gain` multiplies the input (folded into the weights, after demodulation): it
+    carries the sqrt(2) of the previous layer's activation when that layer leaves it out.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        style_dim: int,
+        *,
+        demodulate: bool = True,
+        upsample: bool = False,
+        input_gain: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
+        self.scale = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.input_gain = input_gain
+        if upsample:
+            self.register_buffer("blur", binomial_kernel([1, 2, 1], gain=4.0), persistent=False)
+
+    def forward(self, x: Tensor, style: Tensor, bias: Tensor | None = None) -> Tensor:
+        # x [B, Cin, H, W], style [1 or B, D], bias [Cout] -> [B, Cout, H', W']
+        s = self.modulation(style)  # [b, Cin]
+        weight = self.weight * self.scale  # [Cout, Cin, k, k]
+        if s.shape[0] == 1:
+            weight = weight * s.view(1, -1, 1, 1)
+            if self.demodulate:
+                weight = weight * torch.rsqrt(weight.pow(2).sum([1, 2, 3], keepdim=True) + 1e-8)
+            return self._conv(x, weight * self.input_gain, bias)
+        out = self._conv(x * s.view(*s.shape, 1, 1).to(x.dtype), weight * self.input_gain, None)
+        if self.demodulate:
+            # sum_{i,k} (W_oik s_i)^2 = (s^2) @ (sum_k W_oik^2)^T
+            demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)  # [B, Cout]
+            out = out * demod.view(*demod.shape, 1, 1).to(out.dtype)
+        return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        weight = weight.to(x.dtype)
+        bias = None if bias is None else bias.to(x.dtype)
+        if not self.upsample:
+            return F.conv2d(x, weight, bias)
+        out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=1)  # 2H - 1
+        return depthwise(out, self.blur, bias=bias)  # [B, Cout, 2H-3, 2W-3]
+
+
+class StyledConv(nn.Module):
+    """Modulated conv, then bias and per-pixel noise, then leaky ReLU (StyleGAN2 order).
+
+    The activation's sqrt(2) gain is applied only if `output_gain` is True; otherwise the
+    next layer must carry it (its `input_gain`), which saves a pass over the tensor.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        style_dim: int,
+        *,
+        upsample: bool = False,
+        noise: bool = True,
+        input_gain: float = 1.0,
+        output_gain: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(
+            in_ch, out_ch, kernel, style_dim, upsample=upsample, input_gain=input_gain
+        )
+        self.noise_strength = nn.Parameter(torch.zeros(1)) if noise else None
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.output_gain = output_gain
+
+    def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
+        # x [B, Cin, H, W], noise [B, 1, H', W'] or None (no noise) -> [B, Cout, H', W']
+        out = self.conv(x, style, self.bias)
+        if noise is not None and self.noise_strength is not None:
+            if noise.shape[-2:] != out.shape[-2:]:
+                raise ValueError(f"noise {tuple(noise.shape)} does not match {tuple(out.shape)}")
+            out = out + noise.to(out.dtype) * self.noise_strength.to(out.dtype)
+        out = F.leaky_relu(out, LRELU_SLOPE, inplace=not torch.is_grad_enabled())
+        return out * LRELU_GAIN if self.output_gain else out
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 conv to RGB (no demodulation) plus the upsampled previous RGB.
+
+    The skip is upsampled by a stride-2 transposed conv with the binomial [1, 2, 1] kernel
+    (gain 4, i.e. linear interpolation), trimmed by one pixel per side, then centre-cropped
+    to this layer's size (S -> 2S - 1 -> 2S - 5).
+    """
+
+    def __init__(self, in_ch: int, style_dim: int, *, input_gain: float = 1.0) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False, input_gain=input_gain)
+        self.bias = nn.Parameter(torch.zeros(3))
+        self.register_buffer("upsample_kernel", binomial_kernel([1, 2, 1], 4.0), persistent=False)
+
+    def forward(self, x: Tensor, style: Tensor, skip: Tensor | None) -> Tensor:
+        # x [B, Cin, H, W], skip [B, 3, S, S] with 2S - 5 = H -> [B, 3, H, W]
+        rgb = self.conv(x, style, self.bias)
+        if skip is None:
+            return rgb
+        kernel = self.upsample_kernel.to(skip.dtype)[None, None].expand(3, 1, 3, 3)
+        up = F.conv_transpose2d(skip, kernel, stride=2, padding=3, groups=3)  # 2S - 5
+        return rgb + up.to(rgb.dtype)
+
+
+def center_crop(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Crop the last two dims of `x` symmetrically to `size` (the difference must be even)."""
+    dh, dw = x.shape[-2] - size[0], x.shape[-1] - size[1]
+    if dh < 0 or dw < 0 or dh % 2 or dw % 2:
+        raise ValueError(f"cannot centre-crop {tuple(x.shape[-2:])} to {tuple(size)}")
+    return x[..., dh // 2 : dh // 2 + size[0], dw // 2 : dw // 2 + size[1]]

@@ -1,0 +1,118 @@
+"""The `infinity-canvas` entry point: sub-command registry, lazy imports, exit statuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_python(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the current interpreter from the repository root (works without installing)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_gui_subcommand_help_lists_its_options_but_not_hidden_ones(capsys):
+    assert cli.main(["gui", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--checkpoint" in out
+    assert "--device" in out
+    assert "--quit-after-ms" not in out
+
+
+def test_top_level_help_lists_every_registered_subcommand(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, _, _ in cli.SUBCOMMANDS:
+        assert name in out
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys):
+    assert cli.main(["bogus"]) == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert cli.main(["gui", "--no-such-option"]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_a_user_error_without_traceback(capsys, tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    assert cli.main(["gui", "--checkpoint", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("infinity-canvas: error: ")
+    assert str(missing) in err
+    assert "Traceback" not in err
+
+
+def test_checkpoint_that_is_a_folder_is_a_user_error(capsys, tmp_path):
+    assert cli.main(["gui", "--checkpoint", str(tmp_path)]) == 2
+    assert "not a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["gui"]),
+        (["-v"], ["-v", "gui"]),
+        (["gui", "--device", "cpu"], ["gui", "--device", "cpu"]),
+        (["--help"], ["--help"]),
+        (["--version"], ["--version"]),
+    ],
+)
+def test_gui_is_the_default_subcommand_unless_help_is_asked(argv, expected):
+    assert cli.with_default_command(argv) == expected
+
+
+@pytest.mark.parametrize(("name", "module_path", "help_text"), cli.SUBCOMMANDS)
+def test_every_registered_subcommand_module_provides_add_arguments_and_run(
+    name, module_path, help_text
+):
+    module = cli.load_subcommand(module_path)
+    assert callable(module.add_arguments)
+    assert callable(module.run)
+    assert help_text
+
+
+def test_parsing_gui_arguments_does_not_import_qt():
+    # The benchmark machine has no PySide6: the CLI must reach a sub-command without Qt.
+    code = (
+        "import sys\n"
+        "from app import cli\n"
+        "assert cli.main(['--help']) == 0\n"
+        "assert cli.main(['gui', '--help']) == 0\n"
+        "assert cli.main(['gui', '--checkpoint', 'missing.safetensors']) == 2\n"
+        "qt = sorted(m for m in sys.modules if m.split('.')[0] in {'PySide6', 'qasync'})\n"
+        "assert not qt, qt\n"
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+
+
+def test_python_m_app_cli_help_succeeds():
+    result = run_python("-m", "app.cli", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: infinity-canvas" in result.stdout
+
+
+def test_gui_starts_and_quits_cleanly_in_a_real_process():
+    result = run_python("-m", "app.cli", "gui", "--quit-after-ms", "300")
+    assert result.returncode == 0, result.stderr
+    assert "QThread" not in result.stderr
+    assert "Traceback" not in result.stderr

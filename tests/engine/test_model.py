@@ -1,0 +1,156 @@
+"""The generator and discriminator: shapes, seams, parameter counts, cost."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from engine.checkpoint import random_generator
+from engine.model import Discriminator, Generator, preset_config
+from engine.model.geometry import CellWindow, level_size, texture_layer_sizes
+
+
+def random_inputs(config, cells_h, cells_w, batch=1, seed=0):
+    """z_g, z_l, coords and noises for a window of cells_h x cells_w texture cells."""
+    g = torch.Generator().manual_seed(seed)
+    m = config.structure_margin
+    z_g = torch.randn(batch, config.global_dim, generator=g)
+    z_l = torch.randn(batch, config.local_dim, cells_h + 2 * m, cells_w + 2 * m, generator=g)
+    coords = torch.rand(batch, 3, cells_h + 2 * m, cells_w + 2 * m, generator=g) * 2 - 1
+    noises = [
+        torch.randn(batch, 1, h, w, generator=g)
+        for h, w in zip(
+            texture_layer_sizes(cells_h, config.stages),
+            texture_layer_sizes(cells_w, config.stages),
+            strict=True,
+        )
+    ]
+    return z_g, z_l, coords, noises
+
+
+def with_trained_like_noise(generator):
+    """Non-zero noise strengths and biases, so the tests exercise every parameter."""
+    torch.manual_seed(1)
+    for name, p in generator.named_parameters():
+        if "noise_strength" in name or name.endswith("bias"):
+            p.data.add_(torch.randn_like(p) * 0.1)
+    return generator
+
+
+@pytest.mark.parametrize("preset", ["tiny", "lite"])
+@pytest.mark.parametrize("cells", [(5, 7), (11, 11), (16, 9)])
+def test_output_shape_follows_the_size_law(preset, cells):
+    config = preset_config(preset)
+    generator = random_generator(config)
+    with torch.no_grad():
+        rgb = generator(*random_inputs(config, *cells, batch=2))
+    assert rgb.shape == (
+        2,
+        3,
+        level_size(cells[0], config.stages),
+        level_size(cells[1], config.stages),
+    )
+
+
+def test_paper_output_is_101_px_for_11_cells():
+    config = preset_config("paper")
+    generator = random_generator(config)
+    with torch.no_grad():
+        rgb = generator(*random_inputs(config, 11, 11))
+    assert rgb.shape == (1, 3, 101, 101)
+
+
+def _stitch_check(config, big_cells, sub_cells, step):
+    """A big window equals its sub-windows shifted by `step` cells (seam rule)."""
+    generator = with_trained_like_noise(random_generator(config, seed=3))
+    z_g, z_l, coords, noises = random_inputs(config, big_cells, big_cells, seed=5)
+    m = config.structure_margin
+    with torch.no_grad():
+        big = generator(z_g, z_l, coords, noises)
+        for oy in range(0, big_cells - sub_cells + 1, step):
+            for ox in range(0, big_cells - sub_cells + 1, step):
+                win = CellWindow(ox, oy, sub_cells, sub_cells)
+                sub_noise = [
+                    n[:, :, y : y + h, x : x + w]
+                    for n, (x, y, w, h) in zip(noises, win.noise_rects(config.stages), strict=True)
+                ]
+                lat = (
+                    slice(None),
+                    slice(None),
+                    slice(oy, oy + sub_cells + 2 * m),
+                    slice(ox, ox + sub_cells + 2 * m),
+                )
+                sub = generator(z_g, z_l[lat], coords[lat], sub_noise)
+                x, y, w, h = win.output_rect(config.stages, config.stages)
+                diff = (sub - big[:, :, y : y + h, x : x + w]).abs().max().item()
+                assert diff <= 1e-5, (ox, oy, diff)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "lite"])
+def test_big_window_equals_stitched_windows_shifted_by_six_cells(preset):
+    _stitch_check(preset_config(preset), big_cells=17, sub_cells=11, step=6)
+
+
+def test_paper_big_window_equals_stitched_windows_shifted_by_96_px():
+    _stitch_check(preset_config("paper"), big_cells=17, sub_cells=11, step=6)
+
+
+def test_one_shared_style_equals_the_same_style_per_sample():
+    config = preset_config("tiny")
+    generator = with_trained_like_noise(random_generator(config))
+    z_g, z_l, coords, noises = random_inputs(config, 9, 9, batch=3)
+    with torch.no_grad():
+        shared = generator(z_g[:1], z_l, coords, noises)
+        per_sample = generator(z_g[:1].expand(3, -1), z_l, coords, noises)
+    torch.testing.assert_close(shared, per_sample, rtol=1e-5, atol=1e-4)
+
+
+def test_coarse_levels_return_the_skip_rgb_at_lower_resolution():
+    config = preset_config("tiny")
+    generator = random_generator(config)
+    z_g, z_l, coords, noises = random_inputs(config, 9, 9)
+    with torch.no_grad():
+        w = generator.mapping(z_g)
+        for level in range(1, config.stages + 1):
+            rgb = generator.synthesize(z_g, w, z_l, coords, noises[: 2 * level], levels=level)
+            assert rgb.shape[-1] == level_size(9, level)
+
+
+def test_paper_has_the_official_parameter_counts_and_shapes():
+    config = preset_config("paper")
+    g, d = Generator(config), Discriminator(config)
+    # The official generator also holds an unused 256x4x4 constant input (4,096 values).
+    assert sum(p.numel() for p in g.parameters()) + 256 * 4 * 4 == 36_358_944
+    assert sum(p.numel() for p in d.parameters()) == 28_915_460
+    shapes = {n: tuple(p.shape) for n, p in g.named_parameters()}
+    assert shapes["structure.blocks.0.conv.weight"] == (256, 259, 7, 7)
+    assert shapes["structure.blocks.3.conv.modulation.weight"] == (259, 512)
+    assert shapes["texture.convs.0.conv.weight"] == (512, 256, 3, 3)
+    assert shapes["texture.convs.7.conv.weight"] == (512, 512, 3, 3)
+    assert shapes["texture.to_rgbs.3.conv.weight"] == (3, 512, 1, 1)
+    assert shapes["mapping.layers.7.weight"] == (512, 512)
+    assert (
+        len([n for n in shapes if n.startswith("texture.convs.") and n.endswith("noise_strength")])
+        == 8
+    )
+    d_shapes = {n: tuple(p.shape) for n, p in d.named_parameters()}
+    assert d_shapes["final_conv.conv.weight"] == (512, 513, 3, 3)
+    assert d_shapes["adversarial.0.weight"] == (512, 4608)
+    assert d_shapes["coordinates.1.weight"] == (3, 512)
+
+
+def test_discriminator_scores_a_batch_of_patches():
+    config = preset_config("tiny")
+    d = Discriminator(config)
+    logit, coords = d(torch.randn(4, 3, config.patch_size, config.patch_size))
+    assert logit.shape == (4, 1) and coords.shape == (4, 3)
+
+
+def test_lite_costs_at_most_150_kflop_per_pixel():
+    config = preset_config("lite")
+    generator = random_generator(config)
+    cells = 24  # the engine's full-resolution tile
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        rgb = generator(*random_inputs(config, cells, cells))
+    per_pixel = counter.get_total_flops() / (rgb.shape[-1] * rgb.shape[-2])
+    print(f"lite: {per_pixel / 1e3:.1f} kFLOP per output pixel at {cells}-cell tiles")
+    assert per_pixel <= 150e3

@@ -1,0 +1,4 @@
+"""Training of InfinityGAN models from a folder of images.
+
+May import `engine.model`; never imports Qt or `app`.
+"""
