@@ -142,7 +142,7 @@ PRESETS: dict[str, ModelConfig] = {
     "lite": ModelConfig(
         preset="lite",
         global_dim=256,
-        local_dim=64,
+        local_dim=48,
         texture_channels=(256, 192, 128, 64, 32),
         disc_channels=(32, 64, 128, 256, 256, 256, 256),
         disc_linear=256,

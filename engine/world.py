@@ -1,0 +1,284 @@
+"""An endless world: every pixel is a pure function of (weights, seed, edits, position, lod).
+
+    world = World(generator, seed=7)
+    rgb = world.render((x, y, w, h), scale=1.0)   # uint8 [round(h*scale), round(w*scale), 3]
+
+Rendering a rectangle draws the local latents, coordinates and per-layer noise of
+exactly the lattice window that covers it (addressed randomness, engine.latents), runs
+the generator once on that window and crops. Because the generator is padding-free,
+any rectangle rendered alone equals the same pixels cut from any larger render.
+
+Levels of detail: lod k shows the world downscaled by 2**k. For k < stages the texture
+synthesizer stops k stages early and its skip RGB is the picture (no full-resolution
+work is done and thrown away). Such a preview is the image the generator had built by
+that stage: the same structure, colours and layout, without the finer stages' texture
+and with a sub-pixel alignment offset (engine.model.geometry.level_shift). Beyond that,
+lod k renders the coarsest level (2 pixels per lattice cell) and averages 2**(k-stages+1)
+square blocks of it.
+
+Legend: B batch, C local latent channels, Hc/Wc lattice cells, H/W pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from engine.device import fast_dtype
+from engine.edits import Edit, edits_digest
+from engine.latents import Stream, field_key, normal_grid, normal_vector
+from engine.model import Generator, coordinate_grid
+from engine.model.geometry import CellWindow, window_covering
+from engine.tiles import Rect, TileIndex, lod_for_scale, lod_rect
+
+RENDER_CHUNK_PX = 1024  # largest window side `render` asks for at once, in lod pixels
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True, slots=True)
+class LodPlan:
+    """How lod pixels map to generator output: texture `level` and block-average `pool`."""
+
+    level: int
+    pool: int
+
+
+class World:
+    """A seed, an edit log and a generator; renders any rectangle at any level of detail.
+
+    Thread-safety: rendering may run on worker threads while another thread edits; every
+    render reads one consistent snapshot of the edit log.
+    """
+
+    def __init__(self, generator: Generator, seed: int = 0, *, precision: str = "auto") -> None:
+        self.generator = generator
+        self.config = generator.config
+        self.seed = int(seed)
+        self.device = generator.device
+        if precision == "auto":
+            self.dtype = fast_dtype(self.device)
+        elif precision in PRECISIONS:
+            self.dtype = PRECISIONS[precision]
+        else:
+            raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}")
+        z_g = normal_vector(self.seed, Stream.GLOBAL_LATENT, self.config.global_dim)
+        self.z_g = z_g.to(self.device)[None]  # [1, Dg]: one style shared by every tile
+        with torch.no_grad():
+            self.w = generator.mapping(self.z_g)  # [1, Dg]
+        self._edits: tuple[Edit, ...] = ()
+        self._redo: list[Edit] = []
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[Rect], None]] = []
+
+    # Edit log ---------------------------------------------------------------------------
+
+    @property
+    def edits(self) -> tuple[Edit, ...]:
+        return self._edits
+
+    def apply(self, edit: Edit) -> None:
+        """Append an edit (clears redo)."""
+        with self._lock:
+            self._edits = (*self._edits, edit)
+            self._redo.clear()
+        self._changed(edit)
+
+    def undo(self) -> Edit | None:
+        """Remove the newest edit; returns it (None if the log is empty)."""
+        with self._lock:
+            if not self._edits:
+                return None
+            edit = self._edits[-1]
+            self._edits = self._edits[:-1]
+            self._redo.append(edit)
+        self._changed(edit)
+        return edit
+
+    def redo(self) -> Edit | None:
+        """Re-apply the newest undone edit; returns it (None if there is none)."""
+        with self._lock:
+            if not self._redo:
+                return None
+            edit = self._redo.pop()
+            self._edits = (*self._edits, edit)
+        self._changed(edit)
+        return edit
+
+    def replace_edits(self, edits: Sequence[Edit]) -> None:
+        """Set the whole log (opening a project); clears redo."""
+        with self._lock:
+            old = self._edits
+            self._edits = tuple(edits)
+            self._redo.clear()
+        for edit in (*old, *self._edits):
+            self._changed(edit)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._edits)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def add_listener(self, callback: Callable[[Rect], None]) -> None:
+        """Call `callback(influence)` (world pixels) after every change of the edit log."""
+        self._listeners.append(callback)
+
+    def _changed(self, edit: Edit) -> None:
+        influence = self.influence(edit)
+        for callback in list(self._listeners):
+            callback(influence)
+
+    def influence(self, edit: Edit) -> Rect:
+        """World pixels an edit can change: its cells grown by the generator's receptive field."""
+        cells = edit.cells().grown(self.config.structure_margin + 3)
+        c = self.config.cell_px
+        return Rect(cells.x * c, cells.y * c, cells.w * c, cells.h * c)
+
+    # Geometry ---------------------------------------------------------------------------
+
+    def plan(self, lod: int) -> LodPlan:
+        stages = self.config.stages
+        if lod < 0:
+            raise ValueError(f"lod must be >= 0, got {lod}")
+        if lod < stages:
+            return LodPlan(level=stages - lod, pool=1)
+        return LodPlan(level=1, pool=2 ** (lod - stages + 1))
+
+    def window(self, rect: Rect, lod: int) -> CellWindow:
+        """The lattice window whose output covers `rect` (lod pixels)."""
+        plan = self.plan(lod)
+        p = plan.pool
+        return window_covering(
+            (rect.x * p, rect.y * p, rect.w * p, rect.h * p), plan.level, self.config.stages
+        )
+
+    def digest(self, rect: Rect, lod: int, edits: tuple[Edit, ...] | None = None) -> str:
+        """Digest of the edits that can change the pixels of `rect` at `lod`."""
+        win = self.window(rect, lod)
+        cells = Rect(*win.latent_rect(self.config.structure_margin))
+        return edits_digest(self._edits if edits is None else edits, cells)
+
+    def tile_digest(self, tile: TileIndex) -> str:
+        return self.digest(tile.rect, tile.lod)
+
+    # Rendering --------------------------------------------------------------------------
+
+    def render(self, rect: Rect | tuple[int, int, int, int], scale: float = 1.0) -> np.ndarray:
+        """uint8 [round(h * scale), round(w * scale), 3] of a world rectangle (full-res pixels).
+
+        Exact at scale 1 and at 2**-k for rectangles on the 2**k grid; other scales render
+        the next finer lod and resample it (box filter down, nearest neighbour up).
+        """
+        rect = Rect.of(rect)
+        out_w, out_h = round(rect.w * scale), round(rect.h * scale)
+        if out_w <= 0 or out_h <= 0:
+            raise ValueError(f"rect {rect.as_tuple()} at scale {scale} is empty")
+        lod = lod_for_scale(scale)
+        f = 2**lod
+        src = lod_rect(rect, lod)
+        image = self._render_chunked(src, lod)
+        box = ((rect.x - src.x * f) / f, (rect.y - src.y * f) / f)
+        exact = box == (0.0, 0.0) and (src.w, src.h) == (out_w, out_h)
+        if exact:
+            return image
+        resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX
+        pil = Image.fromarray(image).resize(
+            (out_w, out_h), resample, box=(box[0], box[1], box[0] + rect.w / f, box[1] + rect.h / f)
+        )
+        return np.asarray(pil)
+
+    def _render_chunked(self, rect: Rect, lod: int) -> np.ndarray:
+        out = np.empty((rect.h, rect.w, 3), np.uint8)
+        step = RENDER_CHUNK_PX
+        for y in range(0, rect.h, step):
+            for x in range(0, rect.w, step):
+                part = Rect(rect.x + x, rect.y + y, min(step, rect.w - x), min(step, rect.h - y))
+                out[y : y + part.h, x : x + part.w] = self.render_lod([part], lod)[0]
+        return out
+
+    def render_lod(self, rects: Sequence[Rect], lod: int) -> np.ndarray:
+        """uint8 [B, h, w, 3] of equal-sized rectangles at `lod`, in one generator call."""
+        rgb = self.render_lod_float(rects, lod)
+        return to_uint8(rgb)
+
+    @torch.no_grad()
+    def render_lod_float(
+        self, rects: Sequence[Rect], lod: int, edits: tuple[Edit, ...] | None = None
+    ) -> torch.Tensor:
+        """float32 [B, 3, h, w] (about -1..1, on the render device) of equal-sized rects."""
+        if not rects:
+            raise ValueError("nothing to render")
+        size = (rects[0].w, rects[0].h)
+        if any((r.w, r.h) != size for r in rects):
+            raise ValueError("a batch needs rectangles of one size")
+        edits = self._edits if edits is None else edits
+        plan = self.plan(lod)
+        p = plan.pool
+        windows = [self.window(r, lod) for r in rects]
+        cw, ch = max(w.w for w in windows), max(w.h for w in windows)
+        windows = [CellWindow(w.x, w.y, cw, ch) for w in windows]  # one shape per batch
+        z_l = torch.stack([self._local_latents(w, edits) for w in windows])  # [B, C, Hc, Wc]
+        coords = self._coordinates(windows)  # [B, 3, Hc, Wc]
+        noises = self._noises(windows, plan.level)  # per layer [B, 1, H_l, W_l]
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            rgb = self.generator.synthesize(
+                self.z_g, self.w, z_l, coords, noises, levels=plan.level
+            )
+        rgb = rgb.float()  # [B, 3, H, W]
+        crops = []
+        for i, (r, w) in enumerate(zip(rects, windows, strict=True)):
+            ox, oy, _, _ = w.output_rect(plan.level, self.config.stages)
+            x0, y0 = r.x * p - ox, r.y * p - oy
+            crops.append(rgb[i, :, y0 : y0 + r.h * p, x0 : x0 + r.w * p])
+        out = torch.stack(crops)
+        return F.avg_pool2d(out, p) if p > 1 else out
+
+    def _local_latents(self, window: CellWindow, edits: tuple[Edit, ...]) -> torch.Tensor:
+        cells = Rect(*window.latent_rect(self.config.structure_margin))
+        key = field_key(self.seed, Stream.LOCAL_LATENT)
+        z_l = normal_grid(
+            key, cells.x, cells.y, cells.w, cells.h, self.config.local_dim, device=self.device
+        )  # [C, Hc, Wc]
+        for edit in edits:
+            if edit.cells().intersects(cells):
+                edit.modify_local_latents(z_l, cells, self.seed)
+        return z_l
+
+    def _coordinates(self, windows: list[CellWindow]) -> torch.Tensor:
+        m = self.config.structure_margin
+        # Lattice cell c is centred on full-resolution pixel cell_px * c - 2 * (cell_px - 1):
+        # positions are measured from y = 0 in cells, so y = 0 is the vertical middle.
+        centre = 2 * (self.config.cell_px - 1) / self.config.cell_px
+        rows = torch.stack([torch.arange(w.y - m, w.y + w.h + m) for w in windows]).float() - centre
+        cols = torch.stack([torch.arange(w.x - m, w.x + w.w + m) for w in windows]).float() - centre
+        return coordinate_grid(rows.to(self.device), cols.to(self.device), self.config)
+
+    def _noises(self, windows: list[CellWindow], level: int) -> list[torch.Tensor]:
+        per_window = [w.noise_rects(self.config.stages, level) for w in windows]
+        noises = []
+        for layer in range(2 * level):
+            key = field_key(self.seed, Stream.NOISE, layer)
+            maps = [normal_grid(key, *rects[layer], device=self.device) for rects in per_window]
+            noises.append(torch.stack(maps))  # [B, 1, H_l, W_l]
+        return noises
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] floats in [-1, 1] -> uint8 [B, H, W, 3] on the CPU."""
+    q = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
