@@ -31,6 +31,10 @@ DEFAULT_COMMAND = "gui"
 # (name, module, one-line help), in the order `--help` lists them.
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("gui", "app.gui_command", "open the explorer window (the default)"),
+    ("train", "app.train_command", "train a model from a folder of images (or --evaluate one)"),
+    ("render", "app.render_command", "render a rectangle of a world to an image file"),
+    ("bench", "app.bench_command", "measure rendering speed on this machine"),
+    ("convert-official", "app.convert_command", "convert an official InfinityGAN checkpoint"),
 )
 
 USAGE_ERROR = 2

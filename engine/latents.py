@@ -32,13 +32,17 @@ class Stream(enum.IntEnum):
 
 
 def mix32(x: Tensor) -> Tensor:
-    """An avalanching 32-bit integer hash (the 'lowbias32' finaliser), on int64 tensors."""
+    """An avalanching 32-bit integer hash (the 'lowbias32' finaliser), on int64 tensors.
+
+    Works in place on a fresh tensor of values in [0, 2**32); products stay below 2**63.
+    """
     x = x & _MASK
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK
-    return x ^ (x >> 16)
+    x ^= x >> 16
+    x.mul_(0x7FEB352D).bitwise_and_(_MASK)
+    x ^= x >> 15
+    x.mul_(0x846CA68B).bitwise_and_(_MASK)
+    x ^= x >> 16
+    return x
 
 
 def _key(*parts: int) -> int:
@@ -51,7 +55,7 @@ def _key(*parts: int) -> int:
 
 
 def _normal_from_hash(h: Tensor, dtype: torch.dtype) -> Tensor:
-    uniform = ((h >> 8).to(torch.float64) + 0.5) * (1.0 / 2**24)  # exact in (0, 1)
+    uniform = (h >> 8).to(torch.float64).add_(0.5).mul_(1.0 / 2**24)  # exact, in (0, 1)
     return torch.special.ndtri(uniform).to(dtype)
 
 
@@ -71,13 +75,31 @@ def normal_grid(
     `key` identifies the family (see `field_key`); returns [channels, h, w]. A value
     depends only on (key, channel, row, column), never on the window.
     """
-    rows = torch.arange(y, y + h, device=device, dtype=torch.int64)
-    cols = torch.arange(x, x + w, device=device, dtype=torch.int64)
-    chans = torch.arange(channels, device=device, dtype=torch.int64)
-    # Hash the row and channel once, then mix in the column per element.
-    row_key = mix32(mix32(rows ^ key) ^ (chans[:, None] * 0x27D4EB2F))  # [C, H]
-    col_key = mix32(cols ^ 0x165667B1)  # [W]
-    values = mix32(row_key[:, :, None] ^ col_key[None, None, :])  # [C, H, W]
+    return normal_grids(key, [(x, y)], w, h, channels, device=device, dtype=dtype)[0]
+
+
+def normal_grids(
+    key: int,
+    origins: list[tuple[int, int]],
+    w: int,
+    h: int,
+    channels: int = 1,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """`normal_grid` of several equal-sized windows at once: [B, channels, h, w].
+
+    One batch of kernels for all windows, so a batch of tiles costs a few launches.
+    """
+    origin = torch.tensor(origins, dtype=torch.int64).to(device)  # [B, 2] (x, y)
+    rows = origin[:, 1:] + torch.arange(h, device=device, dtype=torch.int64)  # [B, H]
+    cols = origin[:, :1] + torch.arange(w, device=device, dtype=torch.int64)  # [B, W]
+    chans = torch.arange(channels, device=device, dtype=torch.int64) * 0x27D4EB2F  # [C]
+    # Hash row and channel once, then mix in the column per element.
+    row_key = mix32(mix32(rows ^ key)[:, None, :] ^ chans[None, :, None])  # [B, C, H]
+    col_key = mix32(cols ^ 0x165667B1)  # [B, W]
+    values = mix32(row_key[:, :, :, None] ^ col_key[:, None, None, :])  # [B, C, H, W]
     return _normal_from_hash(values, dtype)
 
 

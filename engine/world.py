@@ -33,12 +33,15 @@ from PIL import Image
 
 from engine.device import fast_dtype
 from engine.edits import Edit, edits_digest
-from engine.latents import Stream, field_key, normal_grid, normal_vector
+from engine.latents import Stream, field_key, normal_grids, normal_vector
 from engine.model import Generator, coordinate_grid
-from engine.model.geometry import CellWindow, window_covering
+from engine.model.geometry import CellWindow, texture_layer_sizes, window_covering
 from engine.tiles import Rect, TileIndex, lod_for_scale, lod_rect
 
-RENDER_CHUNK_PX = 1024  # largest window side `render` asks for at once, in lod pixels
+RENDER_CHUNK_PX = 2048  # largest window side `render` asks for at once, in lod pixels
+# Largest tensor of one generator call, in elements: bounds memory (latent hashing works in
+# int64), and on GPUs cuDNN slows down by half once a tensor exceeds 2**31 elements.
+ACTIVATION_BUDGET = {"cuda": 2**30, "cpu": 2**25}
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,7 +61,11 @@ class World:
     render reads one consistent snapshot of the edit log.
     """
 
-    def __init__(self, generator: Generator, seed: int = 0, *, precision: str = "auto") -> None:
+    def __init__(
+        self, generator: Generator, seed: int = 0, *, precision: str = "auto", compile: bool = False
+    ) -> None:
+        """`precision`: auto (bf16/fp16 where it pays), fp32, bf16 or fp16. `compile`: run the
+        generator through torch.compile (CUDA only; each new window shape compiles once)."""
         self.generator = generator
         self.config = generator.config
         self.seed = int(seed)
@@ -73,6 +80,11 @@ class World:
         self.z_g = z_g.to(self.device)[None]  # [1, Dg]: one style shared by every tile
         with torch.no_grad():
             self.w = generator.mapping(self.z_g)  # [1, Dg]
+        self._budget = ACTIVATION_BUDGET.get(self.device.type, ACTIVATION_BUDGET["cpu"])
+        self._synthesize = generator.synthesize
+        if compile and self.device.type == "cuda":
+            torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+            self._synthesize = torch.compile(generator.synthesize, dynamic=False)
         self._edits: tuple[Edit, ...] = ()
         self._redo: list[Edit] = []
         self._lock = threading.Lock()
@@ -139,10 +151,17 @@ class World:
             callback(influence)
 
     def influence(self, edit: Edit) -> Rect:
-        """World pixels an edit can change: its cells grown by the generator's receptive field."""
-        cells = edit.cells().grown(self.config.structure_margin + 3)
-        c = self.config.cell_px
-        return Rect(cells.x * c, cells.y * c, cells.w * c, cells.h * c)
+        """World pixels an edit can change: its cells grown by the generator's receptive field.
+
+        Texture cell c feeds pixels [cell_px * (c - 5), cell_px * (c + 1)) (a 5-cell window is
+        the smallest with output), and z_l cell c feeds texture cells c - m .. c + m; one cell
+        more on each side covers the sub-pixel offset of the coarse levels.
+        """
+        cells = edit.cells()
+        m, c = self.config.structure_margin, self.config.cell_px
+        x0, y0 = cells.x - m - 6, cells.y - m - 6
+        x1, y1 = cells.right + m + 2, cells.bottom + m + 2
+        return Rect(x0 * c, y0 * c, (x1 - x0) * c, (y1 - y0) * c)
 
     # Geometry ---------------------------------------------------------------------------
 
@@ -161,6 +180,28 @@ class World:
         return window_covering(
             (rect.x * p, rect.y * p, rect.w * p, rect.h * p), plan.level, self.config.stages
         )
+
+    def largest_activation(self, rect: Rect, lod: int) -> int:
+        """Elements of the largest intermediate tensor when rendering `rect` at `lod`."""
+        win, plan, cfg = self.window(rect, lod), self.plan(lod), self.config
+        m = cfg.structure_margin
+        largest = (cfg.local_dim + cfg.coord_dim) * (win.w + 2 * m) * (win.h + 2 * m)
+        widths = texture_layer_sizes(win.w, plan.level)
+        heights = texture_layer_sizes(win.h, plan.level)
+        for i, (w, h) in enumerate(zip(widths, heights, strict=True)):
+            largest = max(largest, cfg.texture_channels[i // 2] * w * h)
+        return largest
+
+    def max_batch(self, rect: Rect, lod: int) -> int:
+        """How many windows of `rect`'s size one call may render within the activation budget."""
+        return max(1, self._budget // self.largest_activation(rect, lod))
+
+    def chunk_px(self, lod: int) -> int:
+        """Side (lod px, a multiple of 128) of the largest square window within the budget."""
+        side = RENDER_CHUNK_PX
+        while side > 128 and self.largest_activation(Rect(0, 0, side, side), lod) > self._budget:
+            side -= 128
+        return side
 
     def digest(self, rect: Rect, lod: int, edits: tuple[Edit, ...] | None = None) -> str:
         """Digest of the edits that can change the pixels of `rect` at `lod`."""
@@ -199,7 +240,7 @@ class World:
 
     def _render_chunked(self, rect: Rect, lod: int) -> np.ndarray:
         out = np.empty((rect.h, rect.w, 3), np.uint8)
-        step = RENDER_CHUNK_PX
+        step = self.chunk_px(lod)
         for y in range(0, rect.h, step):
             for x in range(0, rect.w, step):
                 part = Rect(rect.x + x, rect.y + y, min(step, rect.w - x), min(step, rect.h - y))
@@ -227,7 +268,7 @@ class World:
         windows = [self.window(r, lod) for r in rects]
         cw, ch = max(w.w for w in windows), max(w.h for w in windows)
         windows = [CellWindow(w.x, w.y, cw, ch) for w in windows]  # one shape per batch
-        z_l = torch.stack([self._local_latents(w, edits) for w in windows])  # [B, C, Hc, Wc]
+        z_l = self._local_latents(windows, edits)  # [B, C, Hc, Wc]
         coords = self._coordinates(windows)  # [B, 3, Hc, Wc]
         noises = self._noises(windows, plan.level)  # per layer [B, 1, H_l, W_l]
         autocast = (
@@ -248,15 +289,22 @@ class World:
         out = torch.stack(crops)
         return F.avg_pool2d(out, p) if p > 1 else out
 
-    def _local_latents(self, window: CellWindow, edits: tuple[Edit, ...]) -> torch.Tensor:
-        cells = Rect(*window.latent_rect(self.config.structure_margin))
+    def _local_latents(self, windows: list[CellWindow], edits: tuple[Edit, ...]) -> torch.Tensor:
+        m = self.config.structure_margin
+        cells = [Rect(*w.latent_rect(m)) for w in windows]
         key = field_key(self.seed, Stream.LOCAL_LATENT)
-        z_l = normal_grid(
-            key, cells.x, cells.y, cells.w, cells.h, self.config.local_dim, device=self.device
-        )  # [C, Hc, Wc]
-        for edit in edits:
-            if edit.cells().intersects(cells):
-                edit.modify_local_latents(z_l, cells, self.seed)
+        z_l = normal_grids(
+            key,
+            [(c.x, c.y) for c in cells],
+            cells[0].w,
+            cells[0].h,
+            self.config.local_dim,
+            device=self.device,
+        )  # [B, C, Hc, Wc]
+        for batch_index, c in enumerate(cells):
+            for edit in edits:
+                if edit.cells().intersects(c):
+                    edit.modify_local_latents(z_l[batch_index], c, self.seed)
         return z_l
 
     def _coordinates(self, windows: list[CellWindow]) -> torch.Tensor:
@@ -273,8 +321,9 @@ class World:
         noises = []
         for layer in range(2 * level):
             key = field_key(self.seed, Stream.NOISE, layer)
-            maps = [normal_grid(key, *rects[layer], device=self.device) for rects in per_window]
-            noises.append(torch.stack(maps))  # [B, 1, H_l, W_l]
+            _, _, w, h = per_window[0][layer]
+            origins = [(rects[layer][0], rects[layer][1]) for rects in per_window]
+            noises.append(normal_grids(key, origins, w, h, device=self.device))  # [B, 1, H_l, W_l]
         return noises
 
 

@@ -142,8 +142,8 @@ PRESETS: dict[str, ModelConfig] = {
     "lite": ModelConfig(
         preset="lite",
         global_dim=256,
-        local_dim=48,
-        texture_channels=(256, 192, 128, 64, 32),
+        local_dim=32,
+        texture_channels=(96, 96, 64, 48, 32),
         disc_channels=(32, 64, 128, 256, 256, 256, 256),
         disc_linear=256,
     ),
