@@ -6,8 +6,9 @@ convolution peak) stay meaningful on noisy machines:
 - flops_per_pixel: generator FLOPs per final pixel at the throughput block size
   (torch.utils.flop_counter: convolutions and matrix products);
 - mp_per_s: warm throughput, megapixels of final full-resolution pixels per second;
-- first_viewport_s / first_viewport_warm_s: a complete 1920x1080 view at 1:1, right after
-  the model is loaded (cold) and on a fresh area once warm;
+- first_viewport_s / first_viewport_warm_s: a complete 1920x1080 view at 1:1 through the
+  tile scheduler the GUI uses, right after the model is loaded (cold) and on a fresh area
+  once warm;
 - overview_s: a 1/16 overview of a 30,000 x 17,000 px area;
 - peak_mem_mb: peak resident memory (CPU) or peak allocated GPU memory;
 - conv_peak_gflops: a large 3x3 convolution in the render precision on the same device.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.device import device_label
 from engine.model import Generator
-from engine.tiles import Rect
+from engine.scheduler import TileResult, TileScheduler
+from engine.tiles import Rect, TileIndex, lod_rect, tiles_covering
 from engine.world import World
 
 VIEWPORT = (1920, 1080)
@@ -81,6 +84,29 @@ def render_view(world: World, view: Rect, lod: int, block_px: int, batch: int) -
             rgb = world.render_lod(group[i : i + batch], lod)
             pixels += rgb.shape[0] * rgb.shape[1] * rgb.shape[2]
     return pixels
+
+
+def time_viewport(world: World, view: Rect, timeout: float = 600.0) -> float:
+    """Seconds until a TileScheduler (as the GUI drives it) has delivered every visible tile."""
+    need = set(tiles_covering(lod_rect(view, 0), 0))
+    done = threading.Event()
+    got: set[TileIndex] = set()
+
+    def on_tile(result: TileResult) -> None:
+        if result.rgb is not None:
+            got.add(result.key.tile)
+        if need <= got:
+            done.set()
+
+    scheduler = TileScheduler(world, on_tile, prefetch_ring=0)
+    start = time.perf_counter()
+    scheduler.request(view, 1.0, epoch=1)
+    finished = done.wait(timeout)
+    seconds = time.perf_counter() - start
+    scheduler.close()
+    if not finished:
+        raise RuntimeError(f"viewport not complete after {timeout} s")
+    return seconds
 
 
 def flops_per_pixel(generator: Generator, world: World, block_px: int) -> float:

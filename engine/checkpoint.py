@@ -106,6 +106,13 @@ def read_checkpoint(
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
+    from engine.official import looks_like_official  # engine.official imports this module
+
+    if looks_like_official(path):
+        raise CheckpointError(
+            f"{path.name} is an official InfinityGAN checkpoint; convert it first with "
+            f"`infinity-canvas convert-official {path.name} OUT.safetensors`"
+        )
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}

@@ -135,7 +135,7 @@ class TileScheduler:
         on_tile: Callable[[TileResult], None],
         *,
         cache: TileCache | None = None,
-        block_tiles: int = 4,
+        block_tiles: int = 6,
         prefetch_ring: int = 1,
         batch_max: int = 4,
     ) -> None:

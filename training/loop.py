@@ -1,0 +1,681 @@
+"""The training loop: `train(cfg, run_dir, ...)` turns a folder of images into checkpoints.
+
+Per iteration, as the official code (INFINITYGAN.md section 6): a D step (logistic loss and
+the auxiliary vertical-position loss on real and fake), lazy R1 every `r1_every` steps, a G
+step (non-saturating loss, vertical-position loss, diversity loss over pairs), lazy path
+length regularisation every `path_every` steps on a smaller batch, then the G EMA update.
+On CUDA the forward passes of the D and G steps run under bf16 autocast with channels_last
+tensors; weights, optimiser state and the R1 / path-length passes stay float32.
+
+NaN guard: an update whose loss or gradient is not finite is skipped (the optimiser does
+not step). After `GUARD_ROLLBACK_AFTER` iterations in a row with a skipped update, G, D,
+G_ema, both optimisers and the path-length mean go back to the last in-memory snapshot
+(taken every `snapshot_every` good iterations); the random streams are not rewound, so the
+run does not replay the batch that failed. Both events are recorded in metrics.jsonl.
+
+One process trains on one device; the shape is ready for a later torchrun/DDP launcher
+(one `_Trainer` per rank, the rank's seed and data shard passed in).
+
+metrics.jsonl records hold `step`, `time` (training seconds, across resumes),
+`wall_time` (unix time), `images_per_s`, the interval means of every loss term present in
+the interval (`d_adv`, `d_coord_real`, `d_coord_fake`, `d_total`, `d_real_logit`,
+`d_fake_logit`, `r1`, `g_adv`, `g_coord`, `g_diversity`, `g_total`, `path_length`,
+`path_penalty`, `path_mean`, `d_grad_norm`, `g_grad_norm`, `ema_decay`), `guard_skips`,
+`rollbacks`, `events` (when any), and, at metric steps, the `swd*` keys of
+training.metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from engine.checkpoint import Provenance, save_checkpoint
+from engine.device import resolve_device
+from engine.model import Discriminator, Generator
+from training import runfiles
+from training.augment import diff_augment
+from training.config import TrainConfig
+from training.data import ImageBank, load_images
+from training.losses import (
+    d_logistic,
+    diversity_loss,
+    g_nonsaturating,
+    path_length_penalty,
+    path_lengths,
+    r1_penalty,
+    vertical_position_l1,
+)
+from training.metrics import evaluate_generator
+from training.sampling import (
+    PreviewInputs,
+    preview_inputs,
+    render_fakes,
+    render_previews,
+    sample_fakes,
+)
+
+log = logging.getLogger(__name__)
+
+GUARD_ROLLBACK_AFTER = 3
+PREVIEW_SEED_OFFSET = 1_000_003  # keeps preview latents apart from the training streams
+SAMPLE_COLUMNS = 4
+SAMPLE_GAP = 2
+
+LossHook = Callable[[int, str, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What `train` reports through `on_progress`.
+
+    event: "start", "log", "metrics", "sample", "checkpoint", "guard", "rollback",
+    "stopped" or "done". `values` holds the numbers of the record just written ("log",
+    "metrics") or of the guard event; `path` the file just written ("sample",
+    "checkpoint").
+    """
+
+    event: str
+    step: int
+    total_steps: int
+    elapsed_s: float
+    images_per_s: float = 0.0
+    values: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    message: str = ""
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    loss_hook: LossHook | None = None,
+) -> Path:
+    """Train until `cfg.steps` iterations are done or a stop is requested; returns the latest
+    checkpoint (RUN_DIR/checkpoints/latest.safetensors).
+
+    A stop (`should_stop()` returning True, or a file named STOP in `run_dir`) saves the
+    full state and returns; `resume=True` continues a run folder exactly where its state
+    was saved (`cfg` may then differ from the stored config only in schedule fields such as
+    `steps`, `device` or the intervals). `loss_hook(step, term, loss) -> loss` sees every
+    loss before its backward pass ("d", "r1", "g", "path"): a test seam for fault injection.
+
+    Raises FileNotFoundError / ValueError for an unusable data folder, a run folder that
+    already holds a run (without `resume`) or a state that does not fit `cfg`.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    model = cfg.model
+    bank = load_images(
+        cfg.data_dir,
+        full_size=model.full_size,
+        patch_size=model.patch_size,
+        scale_crops=cfg.scale_crops,
+    )
+    saved = _prepare_run_dir(cfg, run_dir, resume)
+    trainer = _Trainer(cfg, bank, device, loss_hook)
+    if saved is not None:
+        trainer.restore(saved)
+        runfiles.truncate_metrics(run_dir, trainer.step)
+    trainer.snapshot()
+    files = _RunFiles(cfg, run_dir, trainer, bank)
+    clock = _Clock(trainer.elapsed_before, trainer.images_seen)
+    report = _Reporter(cfg, on_progress, clock)
+
+    log.info(
+        "training %s on %s (%s) from step %d to %d; %s",
+        model.preset,
+        device,
+        "bf16 autocast" if trainer.amp else "float32",
+        trainer.step,
+        cfg.steps,
+        bank.report.describe(),
+    )
+    report.emit("start", trainer.step, message=bank.report.describe())
+    stopped = False
+    while trainer.step < cfg.steps:
+        trainer.iteration()
+        step = trainer.step
+        for event in trainer.drain_guard_events():
+            report.emit(event["kind"], step, values=event)
+        final = step >= cfg.steps
+        stopping = not final and (should_stop() or (run_dir / runfiles.STOP_FILE).exists())
+        record: dict[str, Any] = {}
+        if step % cfg.log_every == 0 or final or stopping:
+            record |= trainer.interval_values()
+            record["images_per_s"] = clock.images_per_s(trainer.images_seen)
+        slow_work = False  # metrics, samples and checkpoints do not count against images/s
+        if cfg.metric_every and (step % cfg.metric_every == 0 or final):
+            slow_work = True
+            metrics = evaluate_generator(
+                trainer.g_ema,
+                bank,
+                images=cfg.metric_images,
+                scales=cfg.metric_scales,
+                seed=cfg.seed,
+            )
+            record |= metrics
+            report.emit("metrics", step, values=metrics)
+        if record:
+            record = {
+                "step": step,
+                "time": round(clock.elapsed(), 3),
+                "wall_time": round(time.time(), 3),
+                **record,
+            }
+            runfiles.append_metrics(run_dir, record)
+            report.emit("log", step, values=record)
+        if cfg.sample_every and (step % cfg.sample_every == 0 or final):
+            slow_work = True
+            report.emit("sample", step, path=files.write_samples(step))
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or final or stopping:
+            slow_work = True
+            report.emit("checkpoint", step, path=files.write_checkpoint(step, clock.elapsed()))
+        if slow_work:
+            clock.images_per_s(trainer.images_seen)  # restart the rate's interval here
+        if stopping:
+            (run_dir / runfiles.STOP_FILE).unlink(missing_ok=True)
+            stopped = True
+            report.emit("stopped", step, message=f"stopped at step {step}; resume to continue")
+            break
+    latest = files.latest_checkpoint
+    if not latest.exists():  # nothing left to train (steps reached before this call)
+        files.write_checkpoint(trainer.step, clock.elapsed())
+    if not stopped:
+        report.emit("done", trainer.step, path=latest)
+    return latest
+
+
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> runfiles.SavedState | None:
+    """Check the run folder against `resume`, write config.json; the state to resume, if any."""
+    saved = None
+    if resume:
+        stored = runfiles.read_config(run_dir)
+        different = cfg.differences(stored)
+        if different:
+            raise ValueError(
+                f"cannot resume {run_dir} with a different {', '.join(different)}: a resumed run "
+                "keeps its config (only steps, device, data folder and intervals may change)"
+            )
+        saved = runfiles.read_state(run_dir)
+    elif runfiles.has_state(run_dir) or (run_dir / runfiles.METRICS_FILE).exists():
+        raise ValueError(
+            f"{run_dir} already holds a training run: resume it or choose another folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runfiles.write_config(run_dir, cfg)
+    return saved
+
+
+class _Clock:
+    """Training time across resumes and the image rate of the current log interval."""
+
+    def __init__(self, elapsed_before: float, images_seen: int) -> None:
+        self.before = elapsed_before
+        self.start = time.perf_counter()
+        self._mark = (self.start, images_seen)
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def images_per_s(self, images_seen: int) -> float:
+        now = time.perf_counter()
+        last_time, last_images = self._mark
+        self._mark = (now, images_seen)
+        if now <= last_time:
+            return 0.0
+        return round((images_seen - last_images) / (now - last_time), 3)
+
+
+class _Reporter:
+    def __init__(
+        self, cfg: TrainConfig, on_progress: Callable[[Progress], None], clock: _Clock
+    ) -> None:
+        self.cfg, self.on_progress, self.clock = cfg, on_progress, clock
+
+    def emit(
+        self,
+        event: str,
+        step: int,
+        *,
+        values: dict | None = None,
+        path: Path | None = None,
+        message: str = "",
+    ) -> None:
+        values = values or {}
+        self.on_progress(
+            Progress(
+                event=event,
+                step=step,
+                total_steps=self.cfg.steps,
+                elapsed_s=self.clock.elapsed(),
+                images_per_s=float(values.get("images_per_s", 0.0) or 0.0),
+                values=values,
+                path=path,
+                message=message,
+            )
+        )
+
+
+class _Trainer:
+    """Models, optimisers, random streams and counters of one process on one device."""
+
+    def __init__(
+        self, cfg: TrainConfig, bank: ImageBank, device: torch.device, loss_hook: LossHook | None
+    ) -> None:
+        self.cfg, self.bank, self.device = cfg, bank, device
+        self.config = cfg.model
+        self.amp = device.type == "cuda" if cfg.mixed_precision is None else cfg.mixed_precision
+        self.memory_format = (
+            torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        )
+        self.use_augment = cfg.uses_diff_augment(len(bank))
+        self.loss_hook = loss_hook
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.g = Generator(self.config)
+            self.d = Discriminator(self.config)
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
+        for module in (self.g, self.d, self.g_ema):
+            module.to(device=device, memory_format=self.memory_format)
+        self.g_opt = torch.optim.Adam(self.g.parameters(), lr=cfg.g_lr, betas=cfg.g_betas, eps=1e-8)
+        self.d_opt = torch.optim.Adam(self.d.parameters(), lr=cfg.d_lr, betas=cfg.d_betas, eps=1e-8)
+
+        # Two seeded streams: data choices on the CPU, latents/noise/augmentation on the device.
+        self.data_rng = torch.Generator().manual_seed(cfg.seed)
+        self.latent_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.path_mean = torch.zeros((), device=device)
+        self.step = 0
+        self.elapsed_before = 0.0
+        self.bad_streak = 0
+        self._snapshot: dict[str, Any] | None = None
+        self._values: dict[str, list[Tensor]] = {}
+        self._events: list[dict[str, Any]] = []
+        self._pending_guard: list[dict[str, Any]] = []
+        self._interval_skips = 0
+        self._interval_rollbacks = 0
+
+    @property
+    def images_seen(self) -> int:
+        return self.step * self.cfg.batch
+
+    # One iteration -------------------------------------------------------------------------
+
+    def iteration(self) -> None:
+        """D step, lazy R1, G step, lazy path length, EMA; then the guard's bookkeeping."""
+        cfg = self.cfg
+        done, step = self.step, self.step + 1  # iterations done before; number of this one
+        ok = True
+        real, labels = self._real_batch()
+        ok &= self._d_step(step, real, labels)
+        if done % cfg.r1_every == 0:  # lazy, from the first iteration on (as rosinality)
+            ok &= self._r1_step(step, real)
+        ok &= self._g_step(step)
+        if cfg.path_weight > 0 and done % cfg.path_every == 0:
+            ok &= self._path_step(step)
+        self._ema_update(step)
+        self.step = step
+        if ok:
+            self.bad_streak = 0
+            if self.step % cfg.snapshot_every == 0:
+                self.snapshot()
+        else:
+            self.bad_streak += 1
+            if self.bad_streak >= GUARD_ROLLBACK_AFTER:
+                self.rollback()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _real_batch(self) -> tuple[Tensor, Tensor]:
+        real, labels = self.bank.sample_patches(self.cfg.batch, self.data_rng)
+        real = real.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return real, labels.to(self.device)
+
+    def _augment(self, x: Tensor) -> Tensor:
+        return diff_augment(x, self.latent_rng) if self.use_augment else x
+
+    def _fakes(self, batch: int, paired: bool = True):
+        return sample_fakes(
+            self.config, batch, self.latent_rng, mixing=self.cfg.style_mixing, paired=paired
+        )
+
+    def _d_step(self, step: int, real: Tensor, labels: Tensor) -> bool:
+        cfg = self.cfg
+        fakes = self._fakes(cfg.batch)
+        with torch.no_grad(), self._autocast():
+            fake, _, _ = render_fakes(self.g, fakes)
+        with self._autocast():
+            real_logit, real_coords = self.d(self._augment(real))
+            fake_logit, fake_coords = self.d(
+                self._augment(fake.contiguous(memory_format=self.memory_format))
+            )
+        adv = d_logistic(real_logit, fake_logit)
+        coord_real = vertical_position_l1(real_coords, labels)
+        coord_fake = vertical_position_l1(fake_coords, fakes.labels)
+        total = adv + cfg.coord_weight * (coord_real + coord_fake)
+        self._record(
+            d_adv=adv,
+            d_coord_real=coord_real,
+            d_coord_fake=coord_fake,
+            d_real_logit=real_logit.float().mean(),
+            d_fake_logit=fake_logit.float().mean(),
+        )
+        return self._update("d", step, total, self.d, self.d_opt)
+
+    def _r1_step(self, step: int, real: Tensor) -> bool:
+        real = real.detach().requires_grad_(True)
+        logit, _ = self.d(self._augment(real))  # float32: R1 needs a clean double backward
+        penalty = r1_penalty(logit, real)
+        self._record(r1=penalty)
+        total = penalty * (self.cfg.r1_gamma / 2 * self.cfg.r1_every)
+        return self._update("r1", step, total, self.d, self.d_opt, record_total=False)
+
+    def _g_step(self, step: int) -> bool:
+        cfg = self.cfg
+        fakes = self._fakes(cfg.batch)
+        self.d.requires_grad_(False)
+        try:
+            with self._autocast():
+                rgb, z_s, _ = render_fakes(self.g, fakes)
+                logit, coords = self.d(
+                    self._augment(rgb.contiguous(memory_format=self.memory_format))
+                )
+            adv = g_nonsaturating(logit)
+            coord = vertical_position_l1(coords, fakes.labels)
+            total = adv + cfg.coord_weight * coord
+            self._record(g_adv=adv, g_coord=coord)
+            if cfg.diversity_weight > 0:
+                diversity = diversity_loss(fakes.z_l, z_s, cfg.diversity)
+                total = total + cfg.diversity_weight * diversity
+                self._record(g_diversity=diversity)
+            return self._update("g", step, total, self.g, self.g_opt)
+        finally:
+            self.d.requires_grad_(True)
+
+    def _path_step(self, step: int) -> bool:
+        cfg = self.cfg
+        fakes = self._fakes(max(1, cfg.batch // cfg.path_batch_shrink), paired=False)
+        rgb, _, wplus = render_fakes(self.g, fakes)  # float32: double backward
+        lengths = path_lengths(rgb, wplus, self.latent_rng)
+        mean = self.path_mean + cfg.path_decay * (lengths.detach().mean() - self.path_mean)
+        penalty = path_length_penalty(lengths, mean)
+        self._record(path_length=lengths.detach().mean(), path_penalty=penalty)
+        ok = self._update(
+            "path",
+            step,
+            penalty * (cfg.path_weight * cfg.path_every),
+            self.g,
+            self.g_opt,
+            record_total=False,
+        )
+        if ok:
+            self.path_mean = mean.detach()
+        self._record(path_mean=self.path_mean)
+        return ok
+
+    def _update(
+        self,
+        term: str,
+        step: int,
+        loss: Tensor,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        record_total: bool = True,
+    ) -> bool:
+        """Backward and optimiser step unless the loss or any gradient is not finite.
+
+        `step` is the 1-based number of the running iteration (its metrics.jsonl step).
+        """
+        if self.loss_hook is not None:
+            loss = self.loss_hook(step, term, loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+        )
+        if bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):  # the one sync per update
+            optimizer.step()
+            if record_total:
+                self._record(**{f"{term}_total": loss, f"{term}_grad_norm": norm})
+            return True
+        optimizer.zero_grad(set_to_none=True)
+        self._interval_skips += 1
+        self._guard_event({"kind": "guard", "step": step, "term": term, "action": "skipped update"})
+        return False
+
+    @torch.no_grad()
+    def _ema_update(self, steps_done: int) -> None:
+        decay = self.cfg.ema_decay(steps_done)
+        for p_ema, p in zip(self.g_ema.parameters(), self.g.parameters(), strict=True):
+            p_ema.lerp_(p, 1.0 - decay)
+        self._values.setdefault("ema_decay", []).append(torch.tensor(decay))
+
+    # Guard snapshots ------------------------------------------------------------------------
+
+    def snapshot(self) -> None:
+        """Remember the current weights, optimiser states and path mean (on the CPU)."""
+        self._snapshot = {
+            "step": self.step,
+            "models": {name: _cpu_clone(m.state_dict()) for name, m in self._modules().items()},
+            "optimizers": {
+                "g_optim": _cpu_clone(self.g_opt.state_dict()),
+                "d_optim": _cpu_clone(self.d_opt.state_dict()),
+            },
+            "path_mean": self.path_mean.detach().cpu().clone(),
+        }
+
+    def rollback(self) -> None:
+        assert self._snapshot is not None
+        snap = self._snapshot
+        for name, module in self._modules().items():
+            module.load_state_dict(snap["models"][name])
+        # Optimizer.load_state_dict may keep the tensors it is given: hand it copies.
+        self.g_opt.load_state_dict(_cpu_clone(snap["optimizers"]["g_optim"]))
+        self.d_opt.load_state_dict(_cpu_clone(snap["optimizers"]["d_optim"]))
+        self.path_mean = snap["path_mean"].to(self.device)
+        self.bad_streak = 0
+        self._interval_rollbacks += 1
+        self._guard_event(
+            {
+                "kind": "rollback",
+                "step": self.step,
+                "to_step": snap["step"],
+                "action": f"{GUARD_ROLLBACK_AFTER} bad iterations in a row: weights restored",
+            }
+        )
+        log.warning(
+            "NaN guard: rolled back to the state of step %d at step %d", snap["step"], self.step
+        )
+
+    def _guard_event(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        self._pending_guard.append(event)
+
+    def drain_guard_events(self) -> list[dict[str, Any]]:
+        events, self._pending_guard = self._pending_guard, []
+        return events
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.g, "discriminator": self.d, "generator_ema": self.g_ema}
+
+    # Logging -----------------------------------------------------------------------------
+
+    def _record(self, **values: Tensor) -> None:
+        for name, value in values.items():
+            self._values.setdefault(name, []).append(value.detach().float())
+
+    def interval_values(self) -> dict[str, Any]:
+        """Means of the finite values recorded since the last call, plus guard counts."""
+        out: dict[str, Any] = {}
+        for name, values in self._values.items():
+            stacked = torch.stack([v.to(self.device) for v in values])
+            finite = stacked[torch.isfinite(stacked)]
+            if finite.numel():
+                out[name] = float(finite.double().mean())
+        out["guard_skips"] = self._interval_skips
+        out["rollbacks"] = self._interval_rollbacks
+        if self._events:
+            out["events"] = self._events
+        self._values, self._events = {}, []
+        self._interval_skips = self._interval_rollbacks = 0
+        return out
+
+    # Saving and restoring -----------------------------------------------------------------
+
+    def state(self, elapsed: float) -> runfiles.SavedState:
+        rng = {
+            "data": self.data_rng.get_state(),
+            "latent": self.latent_rng.get_state(),
+            "torch_cpu": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"torch_cuda_{i}"] = state
+        info = {
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "elapsed_s": elapsed,
+            "path_mean": float(self.path_mean),
+            "bad_streak": self.bad_streak,
+            "latent_rng_device": self.device.type,
+            "dataset": self.bank.name,
+            "dataset_images": len(self.bank),
+        }
+        return runfiles.SavedState(
+            models={name: m.state_dict() for name, m in self._modules().items()},
+            optimizers={"g_optim": self.g_opt.state_dict(), "d_optim": self.d_opt.state_dict()},
+            rng=rng,
+            info=info,
+        )
+
+    def restore(self, saved: runfiles.SavedState) -> None:
+        """Load a saved state; ValueError (a user error) if it does not fit the model config."""
+        try:
+            for name, module in self._modules().items():
+                module.load_state_dict(saved.models[name])
+            self.g_opt.load_state_dict(_with_tuple_betas(saved.optimizers["g_optim"]))
+            self.d_opt.load_state_dict(_with_tuple_betas(saved.optimizers["d_optim"]))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"the saved training state does not fit this model config ({exc})"
+            ) from exc
+        info = saved.info
+        self.step = int(info["step"])
+        self.elapsed_before = float(info.get("elapsed_s", 0.0))
+        self.path_mean = torch.tensor(float(info["path_mean"]), device=self.device)
+        self.bad_streak = int(info.get("bad_streak", 0))
+        self.data_rng.set_state(saved.rng["data"])
+        if info.get("latent_rng_device") == self.device.type:
+            self.latent_rng.set_state(saved.rng["latent"])
+        else:  # a CUDA stream cannot continue on the CPU (or back): reseed, deterministically
+            log.warning(
+                "resuming on %s a run saved on %s: latent stream reseeded",
+                self.device.type,
+                info.get("latent_rng_device"),
+            )
+            self.latent_rng.manual_seed(self.cfg.seed + 1 + self.step)
+        torch.set_rng_state(saved.rng["torch_cpu"])
+        if self.device.type == "cuda":
+            states = [saved.rng[k] for k in sorted(saved.rng) if k.startswith("torch_cuda_")]
+            if len(states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states)
+
+
+def _cpu_clone(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cpu_clone(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _with_tuple_betas(state_dict: dict[str, Any]) -> dict[str, Any]:
+    groups = [
+        {**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in state_dict["param_groups"]
+    ]
+    return {"state": state_dict["state"], "param_groups": groups}
+
+
+class _RunFiles:
+    """Samples, checkpoints and state files of one run."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, trainer: _Trainer, bank: ImageBank) -> None:
+        self.cfg, self.run_dir, self.trainer, self.bank = cfg, run_dir, trainer, bank
+        model = cfg.model
+        seed = cfg.seed + PREVIEW_SEED_OFFSET
+        self.previews: PreviewInputs = preview_inputs(
+            model, cfg.sample_count, model.full_size, seed
+        )
+        self.wide: PreviewInputs = preview_inputs(model, 1, 4 * model.full_size, seed + 1)
+
+    @property
+    def latest_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "latest.safetensors"
+
+    def write_samples(self, step: int) -> Path:
+        """A grid of fixed-seed full images above one image 4x the training size (G_ema)."""
+        g = self.trainer.g_ema
+        small = _to_uint8(render_previews(g, self.previews))  # [n, F, F, 3]
+        wide = _to_uint8(render_previews(g, self.wide, chunk=1))[0]  # [4F, 4F, 3]
+        n, f = small.shape[0], small.shape[1]
+        cols = min(SAMPLE_COLUMNS, n)
+        rows = math.ceil(n / cols)
+        width = max(cols * f + (cols - 1) * SAMPLE_GAP, wide.shape[1])
+        height = rows * (f + SAMPLE_GAP) + wide.shape[0]
+        grid = np.full((height, width, 3), 32, dtype=np.uint8)
+        for i in range(n):
+            y, x = (i // cols) * (f + SAMPLE_GAP), (i % cols) * (f + SAMPLE_GAP)
+            grid[y : y + f, x : x + f] = small[i]
+        grid[rows * (f + SAMPLE_GAP) :, : wide.shape[1]] = wide
+        return runfiles.save_png(self.run_dir / "samples" / f"step_{step:06d}.png", grid)
+
+    def write_checkpoint(self, step: int, elapsed: float) -> Path:
+        """EMA generator (+ D) checkpoint, latest.safetensors, and the full state for resuming."""
+        provenance = Provenance(preset=self.cfg.model.preset, steps=step, dataset=self.bank.name)
+        folder = self.run_dir / "checkpoints"
+        path = save_checkpoint(
+            folder / f"step_{step:06d}.safetensors",
+            self.trainer.g_ema,
+            provenance,
+            discriminator=self.trainer.d,
+        )
+        save_checkpoint(
+            self.latest_checkpoint, self.trainer.g_ema, provenance, discriminator=self.trainer.d
+        )
+        runfiles.write_state(self.run_dir, self.trainer.state(elapsed))
+        if self.cfg.keep_checkpoints:
+            steps = sorted(folder.glob("step_*.safetensors"), key=lambda p: int(p.stem[5:]))
+            old = steps[: -self.cfg.keep_checkpoints]
+            for stale in old:
+                stale.unlink(missing_ok=True)
+        return path
+
+
+def _to_uint8(images: Tensor) -> np.ndarray:
+    """[n, 3, H, W] in [-1, 1] -> uint8 [n, H, W, 3]."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
