@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.model.config import ModelConfig
-from engine.model.layers import EqualConv2d, EqualLinear, bias_lrelu, binomial_kernel, depthwise
+from engine.model.layers import Blur, EqualConv2d, EqualLinear, bias_lrelu
 
 
 def blocks_for_patch(patch_size: int) -> int:
@@ -51,12 +51,13 @@ class ResBlock(nn.Module):
         self.conv2 = EqualConv2d(in_ch, out_ch, 3, stride=2)
         self.bias2 = nn.Parameter(torch.zeros(out_ch))
         self.skip = EqualConv2d(in_ch, out_ch, 1, stride=2)
-        self.register_buffer("blur", binomial_kernel([1, 3, 3, 1]), persistent=False)
+        self.blur_conv = Blur([1, 3, 3, 1], padding=2)
+        self.blur_skip = Blur([1, 3, 3, 1], padding=1)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, Cin, H, W] -> [B, Cout, H', W']
         out = self.conv1(x)
-        out = bias_lrelu(self.conv2(depthwise(out, self.blur, padding=2)), self.bias2)
-        skip = self.skip(depthwise(x, self.blur, padding=1))
+        out = bias_lrelu(self.conv2(self.blur_conv(out)), self.bias2)
+        skip = self.skip(self.blur_skip(x))
         return (out + skip) / math.sqrt(2.0)
 
 

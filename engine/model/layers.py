@@ -43,6 +43,42 @@ def depthwise(x: Tensor, kernel: Tensor, *, padding: int = 0, bias: Tensor | Non
     return F.conv2d(x, weight, bias, padding=padding, groups=c)
 
 
+class Blur(nn.Module):
+    """Separable binomial blur outer(taps, taps) with total `gain`, valid after zero `padding`.
+
+    Same numbers two ways: a depthwise convolution, except where gradients flow on a GPU:
+    there the backward pass of a depthwise convolution is slow (training ran 3.6x faster on
+    an H100 with shifted adds), while for inference it is the faster of the two.
+    """
+
+    def __init__(self, taps: list[int], *, gain: float = 1.0, padding: int = 0) -> None:
+        super().__init__()
+        t = torch.tensor(taps, dtype=torch.float64)
+        t = t / t.sum() * math.sqrt(gain)
+        self.taps = [float(v) for v in t]
+        self.padding = padding
+        self.register_buffer("kernel", (t[:, None] * t[None, :]).float(), persistent=False)
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        # [B, C, H, W] -> [B, C, H + 2p - k + 1, W + 2p - k + 1]
+        if x.device.type != "cuda" or not (torch.is_grad_enabled() and x.requires_grad):
+            return depthwise(x, self.kernel, padding=self.padding, bias=bias)
+        p = self.padding
+        if p:
+            x = F.pad(x, (p, p, p, p))
+        out = _shifted_sum(_shifted_sum(x, self.taps, dim=2), self.taps, dim=3)
+        return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+
+
+def _shifted_sum(x: Tensor, taps: list[float], dim: int) -> Tensor:
+    """sum_i taps[i] * x shifted by i along `dim` (a valid 1-D correlation)."""
+    n = x.shape[dim] - len(taps) + 1
+    out = x.narrow(dim, 0, n) * taps[0]
+    for i, tap in enumerate(taps[1:], start=1):
+        out = out.add(x.narrow(dim, i, n), alpha=tap)
+    return out
+
+
 class EqualLinear(nn.Module):
     """Linear layer with equalised learning rate (weights stored unscaled, scaled at run time)."""
 
@@ -134,7 +170,7 @@ class ModulatedConv2d(nn.Module):
         self.upsample = upsample
         self.input_gain = input_gain
         if upsample:
-            self.register_buffer("blur", binomial_kernel([1, 2, 1], gain=4.0), persistent=False)
+            self.blur = Blur([1, 2, 1], gain=4.0)
 
     def forward(self, x: Tensor, style: Tensor, bias: Tensor | None = None) -> Tensor:
         # x [B, Cin, H, W], style [1 or B, D], bias [Cout] -> [B, Cout, H', W']
@@ -158,7 +194,7 @@ class ModulatedConv2d(nn.Module):
         if not self.upsample:
             return F.conv2d(x, weight, bias)
         out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=1)  # 2H - 1
-        return depthwise(out, self.blur, bias=bias)  # [B, Cout, 2H-3, 2W-3]
+        return self.blur(out, bias)  # [B, Cout, 2H-3, 2W-3]
 
 
 class StyledConv(nn.Module):

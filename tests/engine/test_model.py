@@ -154,3 +154,14 @@ def test_lite_costs_at_most_150_kflop_per_pixel():
     per_pixel = counter.get_total_flops() / (rgb.shape[-1] * rgb.shape[-2])
     print(f"lite: {per_pixel / 1e3:.1f} kFLOP per output pixel at {cells}-cell tiles")
     assert per_pixel <= 150e3
+
+
+def test_both_blur_implementations_give_the_same_numbers():
+    from engine.model.layers import Blur, _shifted_sum, depthwise
+
+    x = torch.randn(2, 5, 17, 13)
+    for blur in (Blur([1, 3, 3, 1], padding=2), Blur([1, 2, 1], gain=4.0)):
+        p = blur.padding
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        shifted = _shifted_sum(_shifted_sum(padded, blur.taps, 2), blur.taps, 3)
+        torch.testing.assert_close(shifted, depthwise(x, blur.kernel, padding=p))
