@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,8 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         choices=DEVICES,
-        default="auto",
-        help="where the model runs; auto picks CUDA, then MPS, then the CPU (default: auto)",
+        help="where the model runs; auto picks CUDA, then MPS, then the CPU "
+        "(default: the last choice made in the window, else auto)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="world seed (default: a random one; the seed box shows it)"
+    )
+    parser.add_argument(
+        "project", nargs="?", type=Path, help="project file (*.icanvas) to open", default=None
     )
     # Hidden: lets the smoke test start the real GUI and have it close itself.
     parser.add_argument("--quit-after-ms", type=_positive_int, help=argparse.SUPPRESS)
@@ -45,26 +52,46 @@ def run(args: argparse.Namespace) -> int:
     CLI reports those as user errors). Returns 0 once the loop has been closed cleanly.
     """
     _check_checkpoint(args.checkpoint)
+    if args.project is not None and not args.project.is_file():
+        raise FileNotFoundError(errno.ENOENT, "project not found", str(args.project))
     log.info("device: %s, checkpoint: %s", args.device, args.checkpoint or "default")
 
     import qasync
+    import torch
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+    from app.project import ModelRef
+    from app.session import load_model
+    from app.settings import Settings
+    from app.world_panel import available_devices
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
     qt_app.setApplicationName(APP_NAME)
     qt_app.setOrganizationName(ORGANIZATION)
     qt_app.setApplicationVersion(app_version())
+    # Leave a core to the UI thread: rendering runs on worker threads in parallel with it.
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+    settings = Settings()
+    device = args.device or settings.device
+    if device not in available_devices():  # e.g. a GPU chosen last time is gone
+        device = "auto"
+    ref = ModelRef.default() if args.checkpoint is None else ModelRef.of_file(args.checkpoint)
+    model = load_model(ref, device)  # CheckpointError (a ValueError) reaches the CLI
 
     loop = qasync.QEventLoop(qt_app)
     asyncio.set_event_loop(loop)
     quitting = asyncio.Event()
     qt_app.aboutToQuit.connect(quitting.set)
 
-    window = MainWindow()
+    window = MainWindow(model, seed=args.seed, device=device, settings=settings)
     window.show()
+    if args.project is not None:
+        window.open_project(args.project)
+    else:
+        window.offer_recovery()
     if args.quit_after_ms is not None:
         QTimer.singleShot(args.quit_after_ms, window.close)
 

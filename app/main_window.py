@@ -1,11 +1,73 @@
-"""The application's top-level window."""
+"""The explorer window: canvas, navigator, world controls, history, projects, status bar.
+
+Threads: the window lives on the UI thread and never renders or loads anything there.
+Tiles come from the session's feeds (app.workers); models load and checkpoints convert on
+`TaskRunner` threads, whose results come back as callbacks on the UI thread. `shutdown`
+(called by closeEvent, or directly by tests) joins every thread the window started.
+
+Dialogs are opened with `open()`, never `exec()`: a nested event loop would stall the
+asyncio tasks that share Qt's loop through qasync.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QToolBar,
+    QUndoView,
+    QWidget,
+)
 
 from app.about import APP_NAME, DESCRIPTION, app_version
+from app.canvas import Canvas, Tool
+from app.dialogs import GoToDialog, ask, inform
+from app.history import EditCommand, redo_edits
+from app.navigator import Navigator
+from app.paths import AppPaths
+from app.project import (
+    SUFFIX,
+    ModelRef,
+    ProjectError,
+    project_title,
+)
+from app.session import (
+    LoadedModel,
+    WorldSession,
+    default_is_untrained,
+    load_model,
+    random_seed,
+)
+from app.settings import Settings
+from app.viewport import zoom_label
+from app.window_projects import ProjectCommands
+from app.workers import TaskRunner
+from app.world_panel import WorldPanel
+from engine.checkpoint import CheckpointError
+from engine.edits import RerollRegion
+from engine.official import convert_official_file, looks_like_official
+from engine.tiles import Rect
+
+log = logging.getLogger(__name__)
+
+AUTOSAVE_MS = 30_000
+STATUS_MS = 250
+CHECKPOINT_FILTER = (
+    "Checkpoints (*.safetensors *.pth *.pth.tar *.pt);;Infinity Canvas (*.safetensors);;"
+    "Official InfinityGAN (*.pth *.pth.tar *.pt);;All files (*)"
+)
 
 
 def about_text() -> str:
@@ -13,46 +75,552 @@ def about_text() -> str:
     return f"{APP_NAME} {app_version()}\n\n{DESCRIPTION}"
 
 
-class MainWindow(QMainWindow):
-    """Menus (File → Quit, Help → About), a status bar and the central area.
-
-    File → Quit (Ctrl+Q) closes the window; closing the last window quits the application.
-    The central widget is an empty placeholder until the explorer canvas takes its place.
+class MainWindow(ProjectCommands, QMainWindow):
+    """The explorer. `model`, `settings` and `paths` may be injected (tests, benchmarks);
+    by default the default model is loaded and the user's settings and folders are used.
     """
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel | None = None,
+        *,
+        seed: int | None = None,
+        device: str | None = None,
+        precision: str = "auto",
+        settings: Settings | QSettings | None = None,
+        paths: AppPaths | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
-        self.setWindowTitle(APP_NAME)
+        if isinstance(settings, QSettings):
+            settings = Settings(settings)
+        self.settings = settings or Settings()
+        self.paths = paths or AppPaths.for_user()
+        self.device = device or self.settings.device
+        if model is None:
+            model = load_model(ModelRef.default(), self.device)
+        self.session = WorldSession(
+            model,
+            random_seed() if seed is None else seed,
+            precision=precision,
+            cache_bytes=self.settings.cache_mb * 2**20,
+        )
+        self.tasks = TaskRunner(self)
+        self.project_path: Path | None = None
+        self._meta_dirty = False  # seed / model changes (edits are tracked by the undo stack)
+        self._closing_confirmed = False
+        self._shut_down = False
+        self._load_token = 0
+        self._dialog: QWidget | None = None  # the last dialog opened (tests inspect it)
+        self._last_stats = (0, 0.0)
+        self._speed_mps: float | None = None
+        self._autosave_path = self.paths.autosave_dir / f"autosave-{os.getpid()}{SUFFIX}"
+
+        self.undo_stack = QUndoStack(self)
+        self.canvas = Canvas(self)
+        self.setCentralWidget(self.canvas)
+        self.navigator = Navigator()
+        self.canvas.stand_in_stores = [self.navigator.store]
+        self.world_panel = WorldPanel()
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self._build_docks()
+        self._build_status_bar()
+        self._connect()
         self.resize(1280, 800)
-        self.setCentralWidget(QWidget(self))
-        self._about_box: QMessageBox | None = None
+        self._restore_layout()
 
-        self.quit_action = QAction("&Quit", self)
-        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self._connect_session()
+        self.canvas.reset_view()
+        self._status_timer = QTimer(self)
+        self._status_timer.timeout.connect(self._update_stats)
+        self._status_timer.start(STATUS_MS)
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.timeout.connect(self.autosave)
+        self._autosave_timer.start(AUTOSAVE_MS)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+        self._update_title()
+        self.canvas.setFocus()
+
+    # Construction -----------------------------------------------------------------------
+
+    def _build_actions(self) -> None:
+        def action(text: str, slot: Callable, shortcut=None, tip: str = "") -> QAction:
+            a = QAction(text, self)
+            if shortcut is not None:
+                if isinstance(shortcut, list):
+                    a.setShortcuts([QKeySequence(s) for s in shortcut])
+                else:
+                    a.setShortcut(QKeySequence(shortcut))
+            if tip:
+                a.setStatusTip(tip)
+                a.setToolTip(tip)
+            a.triggered.connect(slot)
+            return a
+
+        self.new_action = action("&New Project", self.new_project, QKeySequence.StandardKey.New)
+        self.open_action = action(
+            "&Open Project…", self.open_project_dialog, QKeySequence.StandardKey.Open
+        )
+        self.save_action = action("&Save Project", self.save, QKeySequence.StandardKey.Save)
+        self.save_as_action = action(
+            "Save Project &As…", self.save_as, QKeySequence.StandardKey.SaveAs
+        )
+        self.open_checkpoint_action = action(
+            "Open &Checkpoint…",
+            self.open_checkpoint_dialog,
+            tip="Render with a model checkpoint (official InfinityGAN files are converted)",
+        )
+        self.quit_action = action("&Quit", self.close, "Ctrl+Q")
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        self.quit_action.triggered.connect(self.close)
-
-        self.about_action = QAction(f"&About {APP_NAME}", self)
+        self.about_action = action(f"&About {APP_NAME}", self.show_about)
         self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
-        self.about_action.triggered.connect(self.show_about)
 
-        self.menuBar().addMenu("&File").addAction(self.quit_action)
-        self.menuBar().addMenu("&Help").addAction(self.about_action)
-        self.statusBar().showMessage("Ready")
+        self.undo_action = self.undo_stack.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcuts([QKeySequence(QKeySequence.StandardKey.Undo)])
+        self.redo_action = self.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+
+        self.pan_tool_action = action(
+            "&Pan Tool", lambda: self.set_tool(Tool.PAN), "H", "Drag to move around (H)"
+        )
+        self.reroll_tool_action = action(
+            "&Re-roll Tool",
+            lambda: self.set_tool(Tool.REROLL),
+            "R",
+            "Drag a rectangle to generate new structure there (R)",
+        )
+        self.tool_group = QActionGroup(self)
+        for a in (self.pan_tool_action, self.reroll_tool_action):
+            a.setCheckable(True)
+            self.tool_group.addAction(a)
+        self.pan_tool_action.setChecked(True)
+
+        self.zoom_in_action = action(
+            "Zoom &In", self.canvas.zoom_in, [QKeySequence.StandardKey.ZoomIn, "+", "="]
+        )
+        self.zoom_out_action = action(
+            "Zoom &Out", self.canvas.zoom_out, [QKeySequence.StandardKey.ZoomOut, "-"]
+        )
+        self.actual_size_action = action(
+            "&Actual Size (1:1)", self.canvas.actual_size, "Ctrl+0", "Zoom to 1:1 (Ctrl+0)"
+        )
+        self.reset_view_action = action(
+            "&Reset View", self.canvas.reset_view, "Home", "Back to the origin at 1:1 (Home)"
+        )
+        self.goto_action = action("&Go to Coordinates…", self.go_to_dialog, "Ctrl+G")
+        self.random_world_action = action(
+            "New &Random World", self.random_world, tip="Pick a random seed"
+        )
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addActions([self.new_action, self.open_action])
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addActions([self.save_action, self.save_as_action])
+        file_menu.addSeparator()
+        file_menu.addAction(self.open_checkpoint_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+
+        edit_menu = bar.addMenu("&Edit")
+        edit_menu.addActions([self.undo_action, self.redo_action])
+        edit_menu.addSeparator()
+        edit_menu.addActions([self.pan_tool_action, self.reroll_tool_action])
+
+        self.view_menu = bar.addMenu("&View")
+        self.view_menu.addActions(
+            [
+                self.zoom_in_action,
+                self.zoom_out_action,
+                self.actual_size_action,
+                self.reset_view_action,
+                self.goto_action,
+            ]
+        )
+        self.view_menu.addSeparator()
+
+        world_menu = bar.addMenu("&World")
+        world_menu.addActions([self.random_world_action, self.open_checkpoint_action])
+
+        bar.addMenu("&Help").addAction(self.about_action)
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Tools", self)
+        bar.setObjectName("tools")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        bar.addActions([self.pan_tool_action, self.reroll_tool_action])
+        bar.addSeparator()
+        bar.addActions([self.zoom_out_action, self.zoom_in_action, self.actual_size_action])
+        bar.addSeparator()
+        # The menu's actions say what they undo ("Undo Re-roll 4×4 cells…"): too long for
+        # a tool button, so the toolbar has short twins (the shortcuts stay on the menu's).
+        stack = self.undo_stack
+        for text, tip, slot, changed in (
+            ("Undo", "Undo the last edit (Ctrl+Z)", stack.undo, stack.canUndoChanged),
+            ("Redo", "Redo the last undone edit (Ctrl+Shift+Z)", stack.redo, stack.canRedoChanged),
+        ):
+            twin = QAction(text, self)
+            twin.setToolTip(tip)
+            twin.setEnabled(False)
+            twin.triggered.connect(slot)
+            changed.connect(twin.setEnabled)
+            bar.addAction(twin)
+        self.addToolBar(bar)
+        self.toolbar = bar
+
+    def _dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.view_menu.addAction(dock.toggleViewAction())
+        return dock
+
+    def _build_docks(self) -> None:
+        self.navigator_dock = self._dock("Navigator", "navigator", self.navigator)
+        self.world_dock = self._dock("World", "world", self.world_panel)
+        self.history_view = QUndoView(self.undo_stack)
+        self.history_view.setEmptyLabel("Start")
+        self.history_dock = self._dock("History", "history", self.history_view)
+        self.view_menu.addAction(self.toolbar.toggleViewAction())
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+
+        def label(tip: str, width: int = 0) -> QLabel:
+            widget = QLabel()
+            widget.setToolTip(tip)
+            if width:
+                widget.setMinimumWidth(width)
+            bar.addPermanentWidget(widget)
+            return widget
+
+        self.coords_label = label("World coordinates under the cursor (pixels)", 150)
+        self.zoom_label = label("Zoom (screen : world pixels)", 50)
+        self.tiles_label = label("Tiles waiting to render / rendering now", 110)
+        self.speed_label = label("Render speed (megapixels per second)", 80)
+        self.model_label = label("Model and device")
+        bar.showMessage("Ready", 3000)
+
+    def _connect(self) -> None:
+        self.canvas.viewportChanged.connect(self._view_changed)
+        self.canvas.cursorMoved.connect(self._cursor_moved)
+        self.canvas.cursorLeft.connect(lambda: self.coords_label.setText(""))
+        self.canvas.regionSelected.connect(self.reroll)
+        self.canvas.renderError.connect(self._render_error)
+        self.navigator.jumpRequested.connect(lambda x, y: self.canvas.center_on(x, y))
+        self.session.edited.connect(self._world_edited)
+        self.undo_stack.cleanChanged.connect(self._update_title)
+        self.undo_stack.indexChanged.connect(self._update_title)
+        panel = self.world_panel
+        panel.seedChosen.connect(self.set_seed)
+        panel.randomWorldRequested.connect(self.random_world)
+        panel.modelChosen.connect(self.choose_model)
+        panel.openCheckpointRequested.connect(self.open_checkpoint_dialog)
+        panel.deviceChosen.connect(self.choose_device)
+        panel.cacheSizeChosen.connect(self.set_cache_mb)
+        panel.show_device(self.device)
+        panel.show_cache_mb(self.settings.cache_mb)
+
+    def _connect_session(self) -> None:
+        """Point the canvas, navigator and panels at the session's current world."""
+        session = self.session
+        self.canvas.cell_px = session.world.config.cell_px
+        self.canvas.set_feed(session.feed)
+        self.navigator.set_feed(session.nav_feed)
+        self.navigator.follow(self.canvas.viewport)
+        self.world_panel.show_seed(session.seed)
+        self._show_models()
+        self.model_label.setText(f"{session.model.description} · {session.device_text}")
+        self._update_title()
+
+    def _show_models(self) -> None:
+        files = self.paths.user_checkpoints() + [
+            p for p in self.settings.recent("checkpoints") if p.is_file()
+        ]
+        self.world_panel.show_models(
+            self.session.model.ref, files, default_untrained=default_is_untrained()
+        )
+
+    def _restore_layout(self) -> None:
+        geometry, state = self.settings.window_layout()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+
+    # Status and title -------------------------------------------------------------------
+
+    @property
+    def is_dirty(self) -> bool:
+        return self._meta_dirty or not self.undo_stack.isClean()
+
+    @Slot()
+    def _update_title(self) -> None:
+        untrained = " — untrained model" if self.session.model.untrained else ""
+        self.setWindowTitle(f"{project_title(self.project_path)}[*] — {APP_NAME}{untrained}")
+        self.setWindowModified(self.is_dirty)
+
+    def _view_changed(self, viewport) -> None:
+        self.navigator.follow(viewport)
+        self.zoom_label.setText(zoom_label(viewport.zoom))
+        self.zoom_in_action.setEnabled(self.canvas.can_zoom_in)
+        self.zoom_out_action.setEnabled(self.canvas.can_zoom_out)
+
+    def _cursor_moved(self, x: float, y: float) -> None:
+        self.coords_label.setText(f"x {int(x // 1):,}  y {int(y // 1):,}")
+
+    def _render_error(self, message: str) -> None:
+        self.statusBar().showMessage(f"Rendering failed: {message}", 10_000)
+
+    @Slot()
+    def _update_stats(self) -> None:
+        stats = self.session.feed.stats()
+        queued, flying = stats.queued_tiles, stats.in_flight_tiles
+        self.tiles_label.setText(
+            f"{queued} queued · {flying} rendering" if queued or flying else "idle"
+        )
+        pixels, seconds = stats.rendered_pixels, stats.render_seconds
+        last_pixels, last_seconds = self._last_stats
+        if seconds > last_seconds and pixels >= last_pixels:
+            self._speed_mps = (pixels - last_pixels) / (seconds - last_seconds) / 1e6
+        self._last_stats = (pixels, seconds)
+        speed = "—" if self._speed_mps is None else f"{self._speed_mps:.2f}"
+        self.speed_label.setText(f"{speed} MP/s")
+
+    # Tools and edits --------------------------------------------------------------------
+
+    def set_tool(self, tool: Tool) -> None:
+        self.canvas.set_tool(tool)
+        (self.reroll_tool_action if tool is Tool.REROLL else self.pan_tool_action).setChecked(True)
+
+    @Slot(object)
+    def reroll(self, cells: Rect, salt: int | None = None) -> None:
+        """Re-roll the lattice cells `cells` (undoable)."""
+        salt = secrets.randbelow(2**31) if salt is None else salt
+        edit = RerollRegion(cells.x, cells.y, cells.w, cells.h, salt)
+        self.undo_stack.push(EditCommand(lambda: self.session.world, edit))
+
+    def _world_edited(self, influence: Rect) -> None:
+        self.canvas.invalidate(influence)
+        self.navigator.invalidate(influence)
+
+    # World settings ---------------------------------------------------------------------
+
+    def _rebuild(self, *, model: LoadedModel | None = None, seed: int | None = None) -> None:
+        """New World with the current edit log and undo history (a new model or seed)."""
+        world = self.session.world
+        self.session.rebuild(
+            model=model, seed=seed, edits=world.edits, redo=redo_edits(self.undo_stack)
+        )
+        self._connect_session()
+
+    @Slot(int)
+    def set_seed(self, seed: int) -> None:
+        if seed == self.session.seed:
+            return
+        self._rebuild(seed=seed)
+        self._meta_dirty = True
+        self._update_title()
+
+    @Slot()
+    def random_world(self) -> None:
+        self.set_seed(random_seed())
+
+    @Slot(int)
+    def set_cache_mb(self, mb: int) -> None:
+        self.settings.cache_mb = mb
+        self.session.cache_bytes = mb * 2**20
+
+    @Slot(object)
+    def choose_model(self, ref: ModelRef) -> None:
+        """Load `ref` in the background, then render with it."""
+        self._load_model(ref, self.device, self._use_model)
+
+    @Slot(str)
+    def choose_device(self, device: str) -> None:
+        if device == self.device:
+            return
+        previous = self.device
+
+        def failed(message: str) -> None:
+            self.device = previous
+            self.world_panel.show_device(previous)
+
+        self.device = device
+        self.settings.device = device
+        self._load_model(self.session.model.ref, device, self._use_model, failed)
+
+    def _use_model(self, model: LoadedModel) -> None:
+        if model.ref.kind == "file" and model.ref.path is not None:
+            self.settings.add_recent("checkpoints", model.ref.path)
+        changed = not model.ref.same_model(self.session.model.ref)
+        self._rebuild(model=model)
+        if changed:
+            self._meta_dirty = True
+        self._update_title()
+        self.statusBar().showMessage(f"Rendering with {model.description}", 5000)
+
+    def _load_model(
+        self,
+        ref: ModelRef,
+        device: str,
+        on_loaded: Callable[[LoadedModel], None],
+        on_failed: Callable[[str], None] | None = None,
+    ) -> None:
+        """Load a model on a worker thread; the newest load wins. Errors open a dialog."""
+        self._load_token += 1
+        token = self._load_token
+        self.world_panel.setEnabled(False)
+        self.statusBar().showMessage(f"Loading {ref.label()}…")
+
+        def done(model: LoadedModel) -> None:
+            if token != self._load_token:
+                return
+            self.world_panel.setEnabled(True)
+            self.statusBar().clearMessage()
+            on_loaded(model)
+
+        def failed(exc: BaseException) -> None:
+            if token != self._load_token:
+                return
+            self.world_panel.setEnabled(True)
+            self.statusBar().clearMessage()
+            self._show_models()
+            if on_failed is not None:
+                on_failed(str(exc))
+            self._error("Cannot Use This Model", f"{ref.label()} could not be loaded.", exc)
+
+        self.tasks.run(lambda: load_model(ref, device), done, failed, name="load-model")
+
+    def _error(self, title: str, text: str, exc: BaseException | str) -> None:
+        detail = (
+            str(exc)
+            if isinstance(exc, (str, CheckpointError, ProjectError))
+            else (f"{type(exc).__name__}: {exc}")
+        )
+        self._dialog = inform(self, title, text, icon=QMessageBox.Icon.Critical, detail=detail)
+
+    # Checkpoints ------------------------------------------------------------------------
+
+    @Slot()
+    def open_checkpoint_dialog(self) -> None:
+        folder = self.settings.last_folder("checkpoints") or str(self.paths.checkpoints_dir)
+        dialog = QFileDialog(self, "Open Checkpoint", folder, CHECKPOINT_FILTER)
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.fileSelected.connect(lambda name: self.open_checkpoint(Path(name)))
+        dialog.finished.connect(dialog.deleteLater)
+        self._dialog = dialog
+        dialog.open()
+
+    def open_checkpoint(self, path: Path) -> None:
+        """Render with the checkpoint at `path`; an official InfinityGAN file is offered
+        for conversion (saved to the user's checkpoints folder); errors open a dialog."""
+        path = Path(path)
+        self.settings.set_last_folder("checkpoints", path.parent)
+        if looks_like_official(path):
+            target = self._conversion_target(path)
+            self._dialog = ask(
+                self,
+                "Convert Official Checkpoint?",
+                f"{path.name} is an official InfinityGAN checkpoint. Infinity Canvas can "
+                "convert it to its own format and then render with it.",
+                [
+                    ("Convert", QMessageBox.ButtonRole.AcceptRole, lambda: self._convert(path)),
+                    ("Cancel", QMessageBox.ButtonRole.RejectRole, None),
+                ],
+                detail=f"The converted model will be saved as {target}.",
+            )
+            return
+        self._load_model(ModelRef.of_file(path), self.device, self._use_model)
+
+    def _conversion_target(self, path: Path) -> Path:
+        name = path.name
+        for suffix in (".tar", ".pth", ".pt"):
+            name = name.removesuffix(suffix)
+        target = self.paths.checkpoints_dir / f"{name}.safetensors"
+        n = 2
+        while target.exists():
+            target = self.paths.checkpoints_dir / f"{name}-{n}.safetensors"
+            n += 1
+        return target
+
+    def _convert(self, path: Path) -> None:
+        target = self._conversion_target(path)
+        self.statusBar().showMessage(f"Converting {path.name}…")
+        device = self.device
+
+        def work() -> LoadedModel:
+            out = convert_official_file(path, target)
+            return load_model(ModelRef.of_file(out), device)
+
+        def done(model: LoadedModel) -> None:
+            self._use_model(model)
+            self.statusBar().showMessage(
+                f"Converted {path.name} to {target.name} in {target.parent}", 10_000
+            )
+
+        def failed(exc: BaseException) -> None:
+            self.statusBar().clearMessage()
+            self._error("Conversion Failed", f"{path.name} could not be converted.", exc)
+
+        self.tasks.run(work, done, failed, name="convert-official")
+
+    # Dialogs ----------------------------------------------------------------------------
+
+    @Slot()
+    def go_to_dialog(self) -> GoToDialog:
+        vp = self.canvas.viewport
+        dialog = GoToDialog(vp.center_x, vp.center_y, vp.zoom, self)
+        dialog.accepted.connect(lambda: self.canvas.center_on(*dialog.values()))
+        dialog.finished.connect(dialog.deleteLater)
+        self._dialog = dialog
+        dialog.open()
+        return dialog
 
     def show_about(self) -> QMessageBox:
-        """Open the About box and return it.
+        """Open the About box (window-modal, non-blocking) and return it."""
+        box = inform(self, f"About {APP_NAME}", about_text())
+        self._dialog = box
+        return box
 
-        It is window-modal but non-blocking (`open`, not `exec`): a nested event loop would
-        stall the asyncio tasks that share Qt's loop through qasync.
-        """
-        if self._about_box is None:
-            self._about_box = QMessageBox(
-                QMessageBox.Icon.Information,
-                f"About {APP_NAME}",
-                about_text(),
-                QMessageBox.StandardButton.Ok,
-                self,
-            )
-        self._about_box.open()
-        return self._about_box
+    # Shutdown ---------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self._shut_down:
+            event.accept()
+            return
+        if self.is_dirty and not self._closing_confirmed:
+            event.ignore()
+
+            def close_now() -> None:
+                self._closing_confirmed = True
+                self.close()
+
+            self._unless_cancelled(close_now)
+            return
+        self.settings.set_window_layout(self.saveGeometry(), self.saveState())
+        self.shutdown()
+        event.accept()
+
+    @Slot()
+    def shutdown(self) -> None:
+        """Stop timers and join every thread the window started (idempotent)."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._status_timer.stop()
+        self._autosave_timer.stop()
+        self.canvas.set_feed(None)
+        self.navigator.set_feed(None)
+        self.tasks.shutdown()
+        self.session.shutdown()
+        self._remove_autosave()
+        self.settings.mark_clean_exit()
+        self.settings.sync()

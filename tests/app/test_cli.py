@@ -14,12 +14,14 @@ from app import cli
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_python(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_python(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the current interpreter from the repository root (works without installing)."""
     return subprocess.run(
         [sys.executable, *args],
         cwd=REPO,
-        env=os.environ.copy(),
+        env=os.environ.copy() if env is None else env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -111,8 +113,47 @@ def test_python_m_app_cli_help_succeeds():
     assert "usage: infinity-canvas" in result.stdout
 
 
-def test_gui_starts_and_quits_cleanly_in_a_real_process():
-    result = run_python("-m", "app.cli", "gui", "--quit-after-ms", "300")
+def private_user_dirs(tmp_path) -> dict[str, str]:
+    """The environment with settings, data and state folders under `tmp_path` (XDG)."""
+    env = os.environ.copy()
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env[name] = str(tmp_path / name.lower())
+    return env
+
+
+def test_gui_starts_renders_and_quits_cleanly_in_a_real_process(tmp_path):
+    # 1.5 s: long enough for the default model to be rendering when the window closes, so
+    # shutdown must join a scheduler with work in flight.
+    result = run_python(
+        "-m", "app.cli", "gui", "--quit-after-ms", "1500", env=private_user_dirs(tmp_path)
+    )
     assert result.returncode == 0, result.stderr
     assert "QThread" not in result.stderr
     assert "Traceback" not in result.stderr
+    # A clean exit leaves no autosave to recover.
+    autosaves = list((tmp_path / "xdg_state_home").rglob("autosave-*"))
+    assert autosaves == []
+
+
+def test_gui_opens_a_project_given_on_the_command_line(tmp_path):
+    from app.project import ModelRef, Project, save_project
+
+    project = save_project(tmp_path / "p.icanvas", Project(ModelRef.of_preset("tiny"), seed=4))
+    result = run_python(
+        "-m",
+        "app.cli",
+        "gui",
+        "--device",
+        "cpu",
+        "--quit-after-ms",
+        "800",
+        str(project),
+        env=private_user_dirs(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_project_is_a_user_error(capsys, tmp_path):
+    assert cli.main(["gui", str(tmp_path / "nope.icanvas")]) == 2
+    assert "project not found" in capsys.readouterr().err

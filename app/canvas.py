@@ -1,0 +1,248 @@
+"""The explorer canvas: pan, zoom and the re-roll tool over an endless world.
+
+Controls: drag with the left button (pan tool) or the middle button (any tool) to pan;
+the wheel zooms about the cursor (a touchpad's two-finger scroll pans, its pinch zooms);
+arrow keys pan (Shift: further). With the re-roll tool, a left drag selects a rectangle
+of lattice cells, emitted as `regionSelected(cells)`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QKeyEvent,
+    QMouseEvent,
+    QNativeGestureEvent,
+    QPainter,
+    QPen,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QWidget
+
+from app.tile_view import TileView
+from app.viewport import MAX_ZOOM, MIN_ZOOM, Viewport, clamp_zoom, snap
+from engine.tiles import Rect
+
+WHEEL_STEP = 2**0.5  # zoom factor of one wheel notch (120 units): two notches double
+KEY_ZOOM_STEP = 2.0
+KEY_PAN_FRACTION = 0.1  # of the widget's size per arrow key press (Shift: 0.5)
+
+
+class Tool(enum.Enum):
+    PAN = "pan"
+    REROLL = "reroll"
+
+
+class Canvas(TileView):
+    """The main view. Emits `cursorMoved(x, y)` in world pixels (`cursorLeft()` off it)."""
+
+    cursorMoved = Signal(float, float)
+    cursorLeft = Signal()
+    regionSelected = Signal(object)  # Rect of lattice cells
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, request_interval_ms=16)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMouseTracking(True)
+        self.setMinimumSize(160, 120)
+        self.cell_px = 8  # lattice cell size of the current model (world px)
+        self._tool = Tool.PAN
+        self._pan_from: QPointF | None = None
+        self._band: tuple[QPointF, QPointF] | None = None  # world points
+        self._update_cursor()
+
+    # Tools ------------------------------------------------------------------------------
+
+    @property
+    def tool(self) -> Tool:
+        return self._tool
+
+    def set_tool(self, tool: Tool) -> None:
+        self._tool = tool
+        self._band = None
+        self._update_cursor()
+        self.update()
+
+    def _update_cursor(self) -> None:
+        if self._pan_from is not None:
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+        elif self._tool is Tool.REROLL:
+            self.setCursor(Qt.CursorShape.CrossCursor)
+        else:
+            self.setCursor(Qt.CursorShape.OpenHandCursor)
+
+    # View commands ----------------------------------------------------------------------
+
+    def pan_by(self, dx: float, dy: float) -> None:
+        """Move the content by (dx, dy) screen pixels."""
+        self.set_viewport(self.viewport.panned(dx, dy))
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        """Zoom by `factor` about `anchor` (widget px; default the centre), clamped to
+        MIN_ZOOM..MAX_ZOOM."""
+        zoom = clamp_zoom(self.viewport.zoom * factor)
+        point = None if anchor is None else (anchor.x(), anchor.y())
+        self.set_viewport(self.viewport.with_zoom(zoom, point))
+
+    def zoom_in(self) -> None:
+        self.zoom_by(KEY_ZOOM_STEP)
+
+    def zoom_out(self) -> None:
+        self.zoom_by(1 / KEY_ZOOM_STEP)
+
+    def actual_size(self) -> None:
+        """1:1 about the centre."""
+        self.set_viewport(self.viewport.with_zoom(1.0))
+
+    def reset_view(self) -> None:
+        """Back to the world's origin (the horizon band at x = 0) at 1:1."""
+        self.set_viewport(Viewport(0.0, 0.0, 1.0, self.width(), self.height()))
+
+    def center_on(self, x: float, y: float, zoom: float | None = None) -> None:
+        vp = self.viewport.centered(x, y)
+        if zoom is not None:
+            vp = vp.with_zoom(clamp_zoom(zoom))
+        self.set_viewport(vp)
+
+    @property
+    def can_zoom_in(self) -> bool:
+        return self.viewport.zoom < MAX_ZOOM
+
+    @property
+    def can_zoom_out(self) -> bool:
+        return self.viewport.zoom > MIN_ZOOM
+
+    # Re-roll band -----------------------------------------------------------------------
+
+    def band_cells(self) -> Rect | None:
+        """Lattice cells under the re-roll rectangle being dragged (None when none)."""
+        if self._band is None:
+            return None
+        return cells_under(self._band[0], self._band[1], self.cell_px)
+
+    def paint_overlay(self, painter: QPainter) -> None:
+        cells = self.band_cells()
+        if cells is None:
+            return
+        c = self.cell_px
+        vp = self.viewport
+        x0, y0 = vp.to_screen(cells.x * c, cells.y * c)
+        x1, y1 = vp.to_screen(cells.right * c, cells.bottom * c)
+        rect = QRect(snap(x0), snap(y0), snap(x1) - snap(x0), snap(y1) - snap(y0))
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        painter.fillRect(rect, QColor(255, 200, 40, 50))
+        painter.setPen(QPen(QColor(0, 0, 0, 160), 3))
+        painter.drawRect(rect.adjusted(0, 0, -1, -1))
+        pen = QPen(QColor(255, 210, 60), 1, Qt.PenStyle.DashLine)
+        painter.setPen(pen)
+        painter.drawRect(rect.adjusted(0, 0, -1, -1))
+
+    # Qt events --------------------------------------------------------------------------
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        button = event.button()
+        pos = event.position()
+        if button == Qt.MouseButton.MiddleButton or (
+            button == Qt.MouseButton.LeftButton and self._tool is Tool.PAN
+        ):
+            self._pan_from = pos
+            self._update_cursor()
+            event.accept()
+        elif button == Qt.MouseButton.LeftButton and self._tool is Tool.REROLL:
+            point = QPointF(*self.viewport.to_world(pos.x(), pos.y()))
+            self._band = (point, point)
+            self.update()
+            event.accept()
+        else:
+            super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        if self._pan_from is not None:
+            delta = pos - self._pan_from
+            self._pan_from = pos
+            self.pan_by(delta.x(), delta.y())
+        elif self._band is not None:
+            self._band = (self._band[0], QPointF(*self.viewport.to_world(pos.x(), pos.y())))
+            self.update()
+        self.cursorMoved.emit(*self.viewport.to_world(pos.x(), pos.y()))
+        event.accept()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None and event.button() in (
+            Qt.MouseButton.LeftButton,
+            Qt.MouseButton.MiddleButton,
+        ):
+            self._pan_from = None
+            self._update_cursor()
+        elif self._band is not None and event.button() == Qt.MouseButton.LeftButton:
+            pos = event.position()
+            self._band = (self._band[0], QPointF(*self.viewport.to_world(pos.x(), pos.y())))
+            cells = self.band_cells()
+            self._band = None
+            self.update()
+            if cells is not None:
+                self.regionSelected.emit(cells)
+        event.accept()
+
+    def leaveEvent(self, event: QEvent) -> None:
+        self.cursorLeft.emit()
+        super().leaveEvent(event)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        pixels = event.pixelDelta()
+        ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if not pixels.isNull() and not ctrl:  # a touchpad's two-finger scroll pans
+            self.pan_by(pixels.x(), pixels.y())
+        else:
+            steps = event.angleDelta().y() / 120
+            if steps:
+                self.zoom_by(WHEEL_STEP**steps, event.position())
+        event.accept()
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.NativeGesture:
+            assert isinstance(event, QNativeGestureEvent)
+            kind = event.gestureType()
+            if kind == Qt.NativeGestureType.ZoomNativeGesture:
+                self.zoom_by(math.exp(event.value()), event.position())
+                return True
+            if kind == Qt.NativeGestureType.SmartZoomNativeGesture:
+                self.actual_size()
+                return True
+        return super().event(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        fraction = 0.5 if shift else KEY_PAN_FRACTION
+        dx, dy = self.width() * fraction, self.height() * fraction
+        moves = {
+            Qt.Key.Key_Left: (dx, 0),
+            Qt.Key.Key_Right: (-dx, 0),
+            Qt.Key.Key_Up: (0, dy),
+            Qt.Key.Key_Down: (0, -dy),
+        }
+        move = moves.get(Qt.Key(event.key()))
+        if move is not None:
+            self.pan_by(*move)
+            event.accept()
+            return
+        if event.key() == Qt.Key.Key_Escape and self._band is not None:
+            self._band = None
+            self.update()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+
+def cells_under(a: QPointF | QPoint, b: QPointF | QPoint, cell_px: int) -> Rect:
+    """Lattice cells (cell = floor(px / cell_px)) touched by the world rectangle a..b."""
+    x0, x1 = sorted((a.x(), b.x()))
+    y0, y1 = sorted((a.y(), b.y()))
+    cx0, cy0 = math.floor(x0 / cell_px), math.floor(y0 / cell_px)
+    cx1, cy1 = math.floor(x1 / cell_px), math.floor(y1 / cell_px)
+    return Rect(cx0, cy0, cx1 - cx0 + 1, cy1 - cy0 + 1)

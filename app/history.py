@@ -1,0 +1,58 @@
+"""Undo/redo of edits: one QUndoCommand per edit, applied through the World's own log.
+
+The QUndoStack and the World's edit log move together: pushing a command applies its edit
+(`world.apply`), undo is `world.undo()`, redo `world.redo()`. The stack's clean state is
+the project's saved state (the window's dirty flag), and a QUndoView over it is the
+history panel, where clicking an entry undoes or redoes up to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtGui import QUndoCommand, QUndoStack
+
+from engine.edits import Edit, RerollRegion
+from engine.world import World
+
+
+def describe(edit: Edit) -> str:
+    """A history-panel line for an edit."""
+    if isinstance(edit, RerollRegion):
+        return f"Re-roll {edit.w}×{edit.h} cells at ({edit.x}, {edit.y})"
+    return edit.kind.capitalize()
+
+
+class EditCommand(QUndoCommand):
+    """Apply `edit` to the session's current world (which a rebuild may replace)."""
+
+    def __init__(self, world: Callable[[], World], edit: Edit, *, applied: bool = False) -> None:
+        super().__init__(describe(edit))
+        self.edit = edit
+        self._world = world
+        self._skip_first_redo = applied  # the edit is in the log already (opened project)
+        self._done_once = False
+
+    def redo(self) -> None:
+        if self._skip_first_redo:
+            self._skip_first_redo = False
+            self._done_once = True
+            return
+        if self._done_once:
+            self._world().redo()
+        else:
+            self._done_once = True
+            self._world().apply(self.edit)
+
+    def undo(self) -> None:
+        self._world().undo()
+
+
+def redo_edits(stack: QUndoStack) -> list[Edit]:
+    """The undone edits of `stack`, the next one to redo first."""
+    edits = []
+    for i in range(stack.index(), stack.count()):
+        command = stack.command(i)
+        if isinstance(command, EditCommand):
+            edits.append(command.edit)
+    return edits

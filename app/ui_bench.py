@@ -1,0 +1,193 @@
+"""UI responsiveness benchmark (not a test): `python -m app.ui_bench [--preset lite]`.
+
+Opens the explorer window (offscreen unless --show), waits for the first view, then pans
+at a constant speed for `--seconds`, moving the view on every tick of a 16 ms timer on the
+UI thread, and then zooms out to 1/16 over one second. It prints:
+
+- UI frame intervals (time between successive timer ticks, and between paints) p50/p99:
+  how smooth the UI stays while tiles render on worker threads;
+- the time until the viewport is complete (every visible tile up to date) after the pan
+  stops and after the zoom-out;
+- render statistics and the process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.ui_bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--preset", default="lite", help="model preset, random weights (lite)")
+    parser.add_argument("--checkpoint", type=Path, help="use this checkpoint instead")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the pan")
+    parser.add_argument("--speed", type=float, default=1000.0, help="pan speed, screen px/s")
+    parser.add_argument("--zoom-to", type=float, default=1 / 16, help="zoom after the pan")
+    parser.add_argument("--size", default="1280x800", help="window size WxH")
+    parser.add_argument("--show", action="store_true", help="use the real display")
+    return parser.parse_args(argv)
+
+
+def percentiles(values: list[float]) -> str:
+    if len(values) < 2:
+        return "n/a"
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    p50, p99, top = q[49] * 1000, q[98] * 1000, max(values) * 1000
+    return f"p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   max {top:6.1f} ms"
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+async def wait_complete(window, timeout: float = 600.0) -> float:
+    """Seconds until the canvas shows every visible tile up to date."""
+    start = time.perf_counter()
+    canvas = window.canvas
+    while time.perf_counter() - start < timeout:
+        if (
+            not canvas._request_timer.isActive()
+            and window.session.feed.idle
+            and canvas.is_complete()
+        ):
+            return time.perf_counter() - start
+        await asyncio.sleep(0.005)
+    return float("inf")
+
+
+async def animate(window, seconds: float, step) -> tuple[list[float], list[float]]:
+    """Call `step(dt)` on every tick of a 16 ms precise timer for `seconds`; returns the
+    tick intervals and paint intervals (seconds)."""
+    from PySide6.QtCore import Qt, QTimer
+
+    ticks: list[float] = []
+    paints: list[float] = []
+    done = asyncio.Event()
+    start = last = time.perf_counter()
+    last_paint = [start]
+
+    def painted() -> None:
+        now = time.perf_counter()
+        paints.append(now - last_paint[0])
+        last_paint[0] = now
+
+    def tick() -> None:
+        nonlocal last
+        now = time.perf_counter()
+        ticks.append(now - last)
+        step(now - last)
+        last = now
+        if now - start >= seconds:
+            timer.stop()
+            done.set()
+
+    window.canvas.frame_hook = painted
+    timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+    timer.timeout.connect(tick)
+    timer.start(16)
+    await done.wait()
+    window.canvas.frame_hook = None
+    return ticks, paints[1:]
+
+
+async def bench(window, args: argparse.Namespace) -> None:
+    first = await wait_complete(window)
+    print(f"first view complete after {first:.2f} s")
+    feed = window.session.feed
+    s0 = feed.stats()
+
+    canvas = window.canvas
+    ticks, paints = await animate(
+        window, args.seconds, lambda dt: canvas.pan_by(-args.speed * dt, 0)
+    )
+    after_pan = await wait_complete(window)
+    s1 = feed.stats()
+
+    z0 = canvas.viewport.zoom
+    ratio = args.zoom_to / z0
+    zoom_time = 1.0
+    elapsed = [0.0]
+
+    def zoom_step(dt: float) -> None:
+        elapsed[0] = min(zoom_time, elapsed[0] + dt)
+        canvas.set_viewport(canvas.viewport.with_zoom(z0 * ratio ** (elapsed[0] / zoom_time)))
+
+    zticks, zpaints = await animate(window, zoom_time, zoom_step)
+    canvas.set_viewport(canvas.viewport.with_zoom(args.zoom_to))
+    after_zoom = await wait_complete(window)
+    s2 = feed.stats()
+
+    mp = (s1.rendered_pixels - s0.rendered_pixels) / 1e6
+    sec = s1.render_seconds - s0.render_seconds
+    print(f"model: {window.session.model.description} on {window.session.device_text}")
+    print(f"window {args.size}, pan {args.speed:.0f} px/s for {args.seconds:.0f} s")
+    print(f"UI timer tick interval during pan:  {percentiles(ticks)}  ({len(ticks)} ticks)")
+    print(f"UI paint interval during pan:       {percentiles(paints)}  ({len(paints)} paints)")
+    print(f"viewport complete after pan stops:  {after_pan:.2f} s")
+    print(f"UI timer tick interval during zoom: {percentiles(zticks)}")
+    print(f"viewport complete after zoom-out to 1:{1 / args.zoom_to:g}: {after_zoom:.2f} s")
+    print(
+        f"rendered during pan: {s1.rendered_tiles - s0.rendered_tiles} tiles, "
+        f"{mp:.1f} MP in {sec:.1f} s of render time ({mp / sec if sec else 0:.2f} MP/s); "
+        f"total tiles rendered {s2.rendered_tiles}, cache hits {s2.cache_hits}"
+    )
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.show:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    import qasync
+    import torch
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from app.paths import AppPaths
+    from app.project import ModelRef
+    from app.session import load_model
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # as the GUI does
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    ref = ModelRef.of_file(args.checkpoint) if args.checkpoint else ModelRef.of_preset(args.preset)
+    model = load_model(ref, args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        window = MainWindow(
+            model,
+            seed=1,
+            device=args.device,
+            precision=args.precision,
+            settings=QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat),
+            paths=AppPaths(Path(tmp) / "data", Path(tmp) / "state"),
+        )
+        window.resize(width, height)
+        window.show()
+        loop = qasync.QEventLoop(qt_app)
+        asyncio.set_event_loop(loop)
+        with loop:
+            loop.run_until_complete(bench(window, args))
+            window.shutdown()
+            window.close()
+        asyncio.set_event_loop(None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
