@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
+    QTabWidget,
     QToolBar,
     QUndoView,
     QWidget,
@@ -51,6 +53,7 @@ from app.session import (
     random_seed,
 )
 from app.settings import Settings
+from app.training_tab import TrainingTab
 from app.viewport import zoom_label
 from app.window_projects import ProjectCommands
 from app.workers import TaskRunner
@@ -118,7 +121,15 @@ class MainWindow(ProjectCommands, QMainWindow):
 
         self.undo_stack = QUndoStack(self)
         self.canvas = Canvas(self)
-        self.setCentralWidget(self.canvas)
+        self.training = TrainingTab(self.paths.runs_dir)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.canvas, "Explore")
+        training_scroll = QScrollArea()  # the tab's minimum size must not widen the window
+        training_scroll.setWidgetResizable(True)
+        training_scroll.setWidget(self.training)
+        self.tabs.addTab(training_scroll, "Train")
+        self.setCentralWidget(self.tabs)
         self.navigator = Navigator()
         self.canvas.stand_in_stores = [self.navigator.store]
         self.world_panel = WorldPanel()
@@ -313,6 +324,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.canvas.cursorMoved.connect(self._cursor_moved)
         self.canvas.cursorLeft.connect(lambda: self.coords_label.setText(""))
         self.canvas.regionSelected.connect(self.reroll)
+        self.training.open_in_canvas.connect(self.open_trained_checkpoint)
         self.canvas.renderError.connect(self._render_error)
         self.navigator.jumpRequested.connect(lambda x, y: self.canvas.center_on(x, y))
         self.session.edited.connect(self._world_edited)
@@ -519,6 +531,12 @@ class MainWindow(ProjectCommands, QMainWindow):
         self._dialog = dialog
         dialog.open()
 
+    @Slot(str)
+    def open_trained_checkpoint(self, path: str) -> None:
+        """ "Open in canvas" from the training tab: explore the checkpoint (hot swap)."""
+        self.tabs.setCurrentWidget(self.canvas)
+        self.open_checkpoint(Path(path))
+
     def open_checkpoint(self, path: Path) -> None:
         """Render with the checkpoint at `path`; an official InfinityGAN file is offered
         for conversion (saved to the user's checkpoints folder); errors open a dialog."""
@@ -620,6 +638,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.canvas.set_feed(None)
         self.navigator.set_feed(None)
         self.tasks.shutdown()
+        self.training.shutdown()
         self.session.shutdown()
         self._remove_autosave()
         self.settings.mark_clean_exit()

@@ -31,6 +31,10 @@ class AppPaths:
         return self.data_dir / "checkpoints"
 
     @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
     def autosave_dir(self) -> Path:
         return self.state_dir / "autosave"
 

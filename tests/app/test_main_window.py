@@ -309,3 +309,19 @@ def test_shutdown_joins_every_worker_thread(make_window, settle):
     window.shutdown()
     names = [t.name for t in threading.enumerate()]
     assert not [n for n in names if "tile" in n or "request" in n or "feeds" in n], names
+
+
+def test_open_in_canvas_from_the_training_tab_swaps_the_model(make_window, qtbot, tmp_path):
+    from engine import load_generator, save_checkpoint
+    from engine.checkpoint import Provenance
+
+    window = make_window()
+    path = save_checkpoint(
+        tmp_path / "trained.safetensors",
+        load_generator(preset="tiny", seed=5, device="cpu"),
+        Provenance(preset="tiny", steps=3),
+    )
+    window.tabs.setCurrentIndex(1)
+    window.training.open_in_canvas.emit(str(path))
+    assert window.tabs.currentWidget() is window.canvas
+    qtbot.waitUntil(lambda: "trained" in window.model_label.text(), timeout=30_000)
