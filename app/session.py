@@ -168,7 +168,6 @@ class WorldSession(QObject):
             cache=TileCache(NAV_CACHE_BYTES),
             block_tiles=2,
             prefetch_ring=0,
-            batch_max=2,
             name="navigator",
         )
         return feed, nav

@@ -125,9 +125,9 @@ class TileFeed(QObject):
         generation: int,
         *,
         cache: TileCache,
-        block_tiles: int = 4,
+        block_tiles: int = 6,
         prefetch_ring: int = 1,
-        batch_max: int = 4,
+        batch_max: int | None = None,  # the scheduler's choice for the device
         name: str = "tiles",
     ) -> None:
         super().__init__()

@@ -137,8 +137,12 @@ class TileScheduler:
         cache: TileCache | None = None,
         block_tiles: int = 6,
         prefetch_ring: int = 1,
-        batch_max: int = 4,
+        batch_max: int | None = None,
     ) -> None:
+        """`batch_max`: windows per generator call; default 4 on GPUs, 1 on CPUs (where a
+        batch is no faster and only costs memory)."""
+        if batch_max is None:
+            batch_max = 4 if world.device.type == "cuda" else 1
         if block_tiles < 1 or prefetch_ring < 0 or batch_max < 1:
             raise ValueError("need block_tiles >= 1, prefetch_ring >= 0 and batch_max >= 1")
         self.world = world
