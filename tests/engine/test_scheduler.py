@@ -27,6 +27,7 @@ class FakeWorld:
 
     def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         self.edits: tuple = ()
+        self.device = torch.device("cpu")
         self.delay = delay
         self.gate = gate
         self.fail_next = False
