@@ -164,6 +164,20 @@ def test_converted_model_renders_seamlessly_across_shifted_windows(converted):
                 assert _max_diff(part, whole[:, :, y : y + h, x : x + w]) <= TOLERANCE, (ox, oy)
 
 
+def test_converted_model_renders_through_a_world_without_seams(converted):
+    """Tiles rendered alone equal the same pixels of one larger World render."""
+    from engine.tiles import Rect
+    from engine.world import World
+
+    world = World(converted.generator, seed=5, precision="fp32")
+    big = Rect(-200, -150, 400, 300)
+    whole = world.render_lod_float([big], 0)[0]
+    for tile in (Rect(-200, -150, 128, 128), Rect(-72, -22, 128, 128), Rect(56, 106, 144, 44)):
+        alone = world.render_lod_float([tile], 0)[0]
+        crop = whole[:, tile.y - big.y : tile.bottom - big.y, tile.x - big.x : tile.right - big.x]
+        assert _max_diff(alone, crop) <= TOLERANCE, tile
+
+
 # Files ----------------------------------------------------------------------------
 
 
