@@ -109,7 +109,7 @@ def test_a_real_run_plots_live_and_stops_with_its_state_saved(qtbot, make_tab, t
     data = write_toy_dataset(tmp_path / "photos")
     tab = make_tab(log_every=1)
     configure(tab, data)
-    qtbot.waitUntil(tab.start_button.isEnabled, timeout=10_000)
+    qtbot.waitUntil(tab.start_button.isEnabled, timeout=60_000)
     assert sum(label.isVisible() for label in tab.thumb_labels) == 8
     assert tab.dataset_summary.text().startswith("8 usable images of 8")
 
@@ -149,7 +149,7 @@ def test_a_failing_trainer_shows_its_last_output(qtbot, make_tab, tmp_path):
     data = write_toy_dataset(tmp_path / "photos", count=2)
     tab = make_tab()
     configure(tab, data)
-    qtbot.waitUntil(tab.start_button.isEnabled, timeout=10_000)
+    qtbot.waitUntil(tab.start_button.isEnabled, timeout=60_000)
     for image in data.iterdir():  # the photos move away after the check
         image.unlink()
 
@@ -216,9 +216,9 @@ def fake_trainer(tmp_path):
 
 def start_fake_run(qtbot, tab: TrainingTab, tmp_path: Path) -> Path:
     configure(tab, write_toy_dataset(tmp_path / "photos", count=1))
-    qtbot.waitUntil(tab.start_button.isEnabled, timeout=10_000)
+    qtbot.waitUntil(tab.start_button.isEnabled, timeout=60_000)
     click(qtbot, tab.start_button)
-    qtbot.waitUntil(lambda: tab.latest_step is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: tab.latest_step is not None, timeout=60_000)
     assert tab.status_label.text().strip() == "Training"
     assert "images/s · ETA" in tab.rate_label.text()
     return tab.viewed_run
@@ -244,7 +244,7 @@ def test_pause_then_resume_continues_the_same_run_folder(qtbot, make_tab, fake_t
     run_dir = start_fake_run(qtbot, tab, tmp_path)
     first_pid = tab.process.pid
 
-    with qtbot.waitSignal(tab.process.finished, timeout=10_000) as paused:
+    with qtbot.waitSignal(tab.process.finished, timeout=60_000) as paused:
         click(qtbot, tab.pause_button)
     assert paused.args[0].ok
     assert_reaped(first_pid)
@@ -257,10 +257,10 @@ def test_pause_then_resume_continues_the_same_run_folder(qtbot, make_tab, fake_t
     assert request.resume and request.run_dir == run_dir
     assert request.arguments()[:3] == ["--out", str(run_dir), "--resume"]
     assert "--data" not in request.arguments() and "--preset" not in request.arguments()
-    qtbot.waitUntil(lambda: tab.latest_step > saved, timeout=10_000)
+    qtbot.waitUntil(lambda: tab.latest_step > saved, timeout=60_000)
     assert tab.status_label.text().strip() == "Training"
     assert tab.process.pid != first_pid
-    with qtbot.waitSignal(tab.process.finished, timeout=10_000) as stopped:
+    with qtbot.waitSignal(tab.process.finished, timeout=60_000) as stopped:
         click(qtbot, tab.stop_button)
     assert stopped.args[0].ok and stopped.args[0].request.resume
     assert read_run(run_dir).saved_step > saved
@@ -274,7 +274,7 @@ def test_a_trainer_that_ignores_stop_is_terminated_then_killed(
     start_fake_run(qtbot, tab, tmp_path)
     pid = tab.process.pid
 
-    with qtbot.waitSignal(tab.process.finished, timeout=10_000) as stopped:
+    with qtbot.waitSignal(tab.process.finished, timeout=60_000) as stopped:
         click(qtbot, tab.stop_button)
         assert not tab.stop_button.isEnabled() and not tab.start_button.isEnabled()
     end = stopped.args[0]
