@@ -51,8 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: from the --out suffix, else tiff). pyramid and dzi need the 'export' extra",
     )
     parser.add_argument("--out", required=True, type=Path, help="output file")
-    parser.add_argument(
+    restart = parser.add_mutually_exclusive_group()
+    restart.add_argument(
         "--resume", action="store_true", help="continue an unfinished export of the same job"
+    )
+    restart.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an unfinished export of --out and start over",
     )
     parser.add_argument(
         "--compression",
@@ -60,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tiff/pyramid: deflate (default), jpeg or none; dzi tiles: jpeg (default) or png",
     )
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1-100 (default 90)")
+    parser.add_argument(
+        "--deflate-level",
+        type=int,
+        default=1,
+        help="zlib level 1-9 for deflate/PNG (default 1: fast; 6: smallest files)",
+    )
     parser.add_argument("--tile", type=int, default=256, help="tile side in the file (default 256)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -80,7 +92,13 @@ def parse_scale(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from app.render_command import parse_rect
-    from engine.export import ExportCancelled, ExportJob, plan_export, run_export
+    from engine.export import (
+        ExportCancelled,
+        ExportJob,
+        plan_export,
+        run_export,
+        unfinished_export,
+    )
 
     rect = parse_rect(args.rect)
     fmt = args.format or SUFFIX_FORMATS.get(args.out.suffix.lower(), "tiff")
@@ -95,7 +113,14 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         compression=compression,
         quality=args.quality,
+        deflate_level=args.deflate_level,
     )
+    unfinished = unfinished_export(args.out)
+    if unfinished is not None and not (args.resume or args.restart):
+        raise ValueError(
+            f"an unfinished export of {args.out} exists ({100 * unfinished.fraction:.0f}% "
+            "written): add --resume to continue it, or --restart to start over"
+        )
     world, model_ref = _world(args)
     plan = plan_export(world, job, render_tile=args.render_tile)
     if plan.rect != job.rect:

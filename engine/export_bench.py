@@ -1,0 +1,219 @@
+"""`python -m engine.export_bench`: what writing an export costs next to generating it.
+
+For one SIZE x SIZE px region (default 4096, `lite` preset, CPU) it measures, in one process,
+REPEAT times in turn (the fastest of each is reported: shared machines are noisy):
+
+1. full export: `run_export` (render thread, strip assembly, compression, file, spill); the
+   peak resident memory is read after the first one, before anything else is allocated;
+2. generation: the export's render tiles rendered alone, kept in memory;
+3. writer: those same tiles written again by `write_tiles` (assembly, compression, file);
+
+and reports the writer's overhead, (full - generation) / generation, the writer alone as a
+share of generation, and the time extrapolated to one gigapixel (memory does not grow with
+the size, so the peak RSS stays what it is). Ratios are meaningful on one machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import load_generator
+from engine.export import ExportJob, plan_export, run_export, write_tiles
+from engine.export_formats import DEFAULT_DEFLATE_LEVEL
+from engine.tiles import Rect
+from engine.world import World, to_uint8
+
+GIGAPIXEL = 1e9
+
+
+@dataclass(frozen=True)
+class ExportBenchResult:
+    preset: str
+    device: str
+    precision: str
+    format: str
+    compression: str
+    width: int
+    height: int
+    render_tiles: int
+    render_tile_px: int
+    torch_threads: int
+    deflate_level: int
+    repeat: int
+    generation_s: float
+    writer_s: float
+    export_s: float
+    output_mb: float
+    peak_rss_mb: float | None  # of the whole process at the end of the full export
+    rss_before_mb: float | None  # with the model loaded, before the export
+
+    @property
+    def overhead(self) -> float:
+        """Extra wall time of the full export over pure generation, as a fraction of it."""
+        return (self.export_s - self.generation_s) / self.generation_s
+
+    @property
+    def writer_share(self) -> float:
+        return self.writer_s / self.generation_s
+
+    @property
+    def mp_per_s(self) -> float:
+        return self.width * self.height / self.export_s / 1e6
+
+    def gigapixel_hours(self) -> float:
+        return self.export_s * GIGAPIXEL / (self.width * self.height) / 3600
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes / KiB
+
+
+def run_export_bench(
+    world: World,
+    folder: Path,
+    *,
+    size: int = 4096,
+    fmt: str = "tiff",
+    compression: str | None = None,
+    deflate_level: int = DEFAULT_DEFLATE_LEVEL,
+    repeat: int = 3,
+    on_progress=lambda message: None,
+) -> ExportBenchResult:
+    rect = Rect(-size // 2, -size // 2, size, size)
+    suffix = {"tiff": ".tif", "pyramid": ".tif", "png": ".png", "dzi": ".dzi"}[fmt]
+    job = ExportJob(
+        rect,
+        folder / f"export{suffix}",
+        format=fmt,
+        compression=compression,
+        deflate_level=deflate_level,
+    )
+    plan = plan_export(world, job)
+    shapes = {(r.w, r.h) for r in plan.tile_rects()}
+    on_progress(f"warm-up: one render tile of each of {len(shapes)} shapes, away from the region")
+    for w, h in shapes:  # first calls of a shape set up kernels; keep that out of the timings
+        world.render_lod([Rect(1 << 20, 0, w, h)], plan.lod)
+    rss_before = peak_rss_mb()
+
+    export_s, generation_s, writer_s = [], [], []
+    rss: float | None = None
+    for i in range(repeat):
+        on_progress(f"run {i + 1}/{repeat}: full export of {size} x {size} px")
+        start = time.perf_counter()
+        out = run_export(world, job)
+        export_s.append(time.perf_counter() - start)
+        rss = peak_rss_mb() if rss is None else rss
+        output_mb = sum(p.stat().st_size for p in _outputs(out)) / 1e6
+
+        on_progress(f"run {i + 1}/{repeat}: generation alone")
+        start = time.perf_counter()
+        tiles = [
+            to_uint8(world.render_lod_float([r], plan.lod))[0] for r in plan.tile_rects()
+        ]  # [h, w, 3] each
+        generation_s.append(time.perf_counter() - start)
+
+        on_progress(f"run {i + 1}/{repeat}: writer alone, with the same tiles")
+        start = time.perf_counter()
+        write_tiles(plan, tiles, folder / f"again{suffix}")
+        writer_s.append(time.perf_counter() - start)
+        del tiles
+
+    return ExportBenchResult(
+        preset=world.config.preset,
+        device=str(world.device),
+        precision=str(world.dtype).removeprefix("torch."),
+        format=fmt,
+        compression=str(job.compression),
+        width=plan.width,
+        height=plan.height,
+        render_tiles=plan.total_tiles,
+        render_tile_px=plan.tile_w,
+        torch_threads=torch.get_num_threads(),
+        deflate_level=deflate_level,
+        repeat=repeat,
+        generation_s=min(generation_s),
+        writer_s=min(writer_s),
+        export_s=min(export_s),
+        output_mb=output_mb,
+        peak_rss_mb=rss,
+        rss_before_mb=rss_before,
+    )
+
+
+def _outputs(out: Path) -> list[Path]:
+    if out.suffix == ".dzi":
+        return [out, *(p for p in out.with_name(out.stem + "_files").rglob("*") if p.is_file())]
+    return [out]
+
+
+def format_result(r: ExportBenchResult) -> str:
+    rss = "n/a" if r.peak_rss_mb is None else f"{r.peak_rss_mb:,.0f} MB"
+    before = "n/a" if r.rss_before_mb is None else f"{r.rss_before_mb:,.0f} MB"
+    return "\n".join(
+        [
+            f"export bench: {r.preset} on {r.device} ({r.precision}, {r.torch_threads} torch "
+            f"threads), {r.format}/{r.compression} (deflate level {r.deflate_level}), "
+            f"fastest of {r.repeat}",
+            f"  region            {r.width} x {r.height} px, {r.render_tiles} render tiles of "
+            f"{r.render_tile_px} px",
+            f"  generation alone  {r.generation_s:8.2f} s",
+            f"  writer alone      {r.writer_s:8.2f} s  ({100 * r.writer_share:.1f}% of generation)",
+            f"  full export       {r.export_s:8.2f} s  ({r.mp_per_s:.2f} MP/s, "
+            f"overhead {100 * r.overhead:+.1f}% of generation)",
+            f"  output            {r.output_mb:8.1f} MB",
+            f"  peak RSS          {rss} (model loaded, before export: {before})",
+            f"  1 gigapixel       about {r.gigapixel_hours():.1f} h at this speed, same memory",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.export_bench", description=__doc__)
+    parser.add_argument("--preset", default="lite")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--size", type=int, default=4096, help="region side in pixels")
+    parser.add_argument("--format", default="tiff", choices=["tiff", "png", "pyramid", "dzi"])
+    parser.add_argument("--compression")
+    parser.add_argument("--deflate-level", type=int, default=DEFAULT_DEFLATE_LEVEL)
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the fastest is reported")
+    parser.add_argument("--folder", type=Path, help="where to write (default: a temp folder)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    world = World(
+        load_generator(preset=args.preset, device=args.device), 1, precision=args.precision
+    )
+    with tempfile.TemporaryDirectory(dir=args.folder) as folder:
+        result = run_export_bench(
+            world,
+            Path(folder),
+            size=args.size,
+            fmt=args.format,
+            compression=args.compression,
+            deflate_level=args.deflate_level,
+            repeat=args.repeat,
+            on_progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True),
+        )
+    print(format_result(result))
+    if args.json:
+        print(json.dumps(asdict(result) | {"overhead": result.overhead}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
