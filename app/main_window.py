@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from app.about import APP_NAME, DESCRIPTION, app_version
 from app.canvas import Canvas, Tool
 from app.dialogs import GoToDialog, ask, inform
+from app.export_dialog import ExportDialog
 from app.history import EditCommand, redo_edits
 from app.navigator import Navigator
 from app.paths import AppPaths
@@ -115,6 +116,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self._shut_down = False
         self._load_token = 0
         self._dialog: QWidget | None = None  # the last dialog opened (tests inspect it)
+        self.export_dialog: ExportDialog | None = None
         self._last_stats = (0, 0.0)
         self._speed_mps: float | None = None
         self._autosave_path = self.paths.autosave_dir / f"autosave-{os.getpid()}{SUFFIX}"
@@ -185,6 +187,9 @@ class MainWindow(ProjectCommands, QMainWindow):
             self.open_checkpoint_dialog,
             tip="Render with a model checkpoint (official InfinityGAN files are converted)",
         )
+        self.export_action = action(
+            "&Export…", self.open_export_dialog, "Ctrl+E", "Export a region as an image (Ctrl+E)"
+        )
         self.quit_action = action("&Quit", self.close, "Ctrl+Q")
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
         self.about_action = action(f"&About {APP_NAME}", self.show_about)
@@ -236,6 +241,8 @@ class MainWindow(ProjectCommands, QMainWindow):
         file_menu.addActions([self.save_action, self.save_as_action])
         file_menu.addSeparator()
         file_menu.addAction(self.open_checkpoint_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.export_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
 
@@ -602,6 +609,32 @@ class MainWindow(ProjectCommands, QMainWindow):
         dialog.open()
         return dialog
 
+    @Slot()
+    def open_export_dialog(self) -> ExportDialog:
+        """File → Export…: not modal, so the window stays usable while an export runs."""
+        dialog = self.export_dialog
+        if dialog is not None and dialog.running:  # one export at a time: show it
+            dialog.show()
+            dialog.raise_()
+            dialog.activateWindow()
+            return dialog
+        if dialog is not None:
+            dialog.shutdown()
+            dialog.deleteLater()
+        dialog = ExportDialog(
+            self.session.world,
+            self.canvas.viewport.world_rect(),
+            self,
+            speed_mps=self._speed_mps,
+            model_ref=self.session.model.ref.to_json(),
+        )
+        dialog.exported.connect(
+            lambda path: self.statusBar().showMessage(f"Exported to {path}", 15_000)
+        )
+        self.export_dialog = dialog
+        dialog.show()
+        return dialog
+
     def show_about(self) -> QMessageBox:
         """Open the About box (window-modal, non-blocking) and return it."""
         box = inform(self, f"About {APP_NAME}", about_text())
@@ -635,6 +668,8 @@ class MainWindow(ProjectCommands, QMainWindow):
         self._shut_down = True
         self._status_timer.stop()
         self._autosave_timer.stop()
+        if self.export_dialog is not None:
+            self.export_dialog.shutdown()  # cancels a running export and joins its thread
         self.canvas.set_feed(None)
         self.navigator.set_feed(None)
         self.tasks.shutdown()

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.checkpoint import file_digest
 from engine.edits import Edit, edit_from_json
+from engine.files import write_text_atomically
 from engine.model import PRESETS
 
 FORMAT = "infinity-canvas-project"
@@ -139,18 +138,7 @@ def save_project(path: str | Path, project: Project) -> Path:
     writable."""
     path = Path(path)
     text = json.dumps(project.to_json(), indent=2, sort_keys=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomically(path, text)
 
 
 # Loading ------------------------------------------------------------------------------

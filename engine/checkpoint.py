@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from engine.device import resolve_device
+from engine.files import replace_atomically
 from engine.model import Discriminator, Generator, ModelConfig, preset_config
 
 log = logging.getLogger(__name__)
@@ -78,16 +77,7 @@ def save_checkpoint(
         "config": generator.config.to_json(),
         "provenance": json.dumps(asdict(provenance), sort_keys=True),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return replace_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _prefixed(prefix: str, module: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:

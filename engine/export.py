@@ -80,6 +80,7 @@ from engine.export_formats import (
     ExportError,
     ImageSpec,
 )
+from engine.files import write_text_atomically
 from engine.model import Generator
 from engine.tiles import MAX_LOD, Rect, lod_rect
 from engine.world import World, to_uint8
@@ -944,16 +945,7 @@ def _show(value: Any) -> str:
 
 
 def _write_sidecar(path: Path, data: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(data, indent=1))
 
 
 def _discard(paths: ExportPaths) -> None:

@@ -74,7 +74,7 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
     def broken(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("app.project.os.replace", broken)
+    monkeypatch.setattr("engine.files.os.replace", broken)
     with pytest.raises(OSError):
         save_project(path, sample(seed=2))
     assert load_project(path).seed == 1

@@ -1,0 +1,106 @@
+"""File → Export…: the dialog exports a rectangle in the background, cancels, resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from app.export_dialog import ExportDialog
+from engine.tiles import Rect
+
+WAIT_MS = 30_000
+
+
+def open_dialog(window) -> ExportDialog:
+    window._speed_mps = 1.0  # skip the background speed measurement
+    window.export_action.trigger()
+    dialog = window.export_dialog
+    assert isinstance(dialog, ExportDialog) and dialog.isVisible()
+    return dialog
+
+
+def test_export_action_in_file_menu(make_window):
+    window = make_window()
+    assert window.export_action.shortcut().toString() == "Ctrl+E"
+    file_menu = window.menuBar().actions()[0].menu()
+    assert window.export_action in file_menu.actions()
+    dialog = open_dialog(window)
+    assert dialog.rect() == window.canvas.viewport.world_rect()
+    assert dialog.view_radio.isChecked()
+    assert dialog.export_button.isEnabled()
+    assert "px" in dialog.estimate_label.text()
+
+
+def test_export_png_matches_render(make_window, qtbot, tmp_path):
+    window = make_window()
+    dialog = open_dialog(window)
+    rect = Rect(-230, -170, 200, 150)
+    out = tmp_path / "view.png"
+    dialog.set_rect(rect)
+    dialog.set_format("png")
+    dialog.set_output(out)
+    assert dialog.rect() == rect
+    assert "200 × 150 px" in dialog.estimate_label.text()
+    with qtbot.waitSignal(dialog.exported, timeout=WAIT_MS):
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+        assert dialog.running
+        assert window.isEnabled()  # the window stays usable
+    assert dialog.state == "done" and dialog.result_path == out
+    assert str(out) in dialog.status_label.text()
+    assert out.is_file() and not out.with_name("view.png.part").exists()
+    assert str(out) in window.statusBar().currentMessage()
+    with Image.open(out) as image:
+        got = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(got, window.session.world.render(rect))
+
+
+def test_invalid_input_disables_export(make_window):
+    window = make_window()
+    dialog = open_dialog(window)
+    dialog.set_format("png")
+    dialog.set_output("")
+    assert not dialog.export_button.isEnabled()
+    assert dialog.error_label.isVisible() and dialog.error_label.text()
+    dialog.set_output("/tmp/x.png")
+    assert dialog.export_button.isEnabled()
+    assert not dialog.error_label.isVisible()
+
+
+def test_cancel_leaves_part_then_resume(make_window, qtbot, tmp_path):
+    window = make_window()
+    dialog = open_dialog(window)
+    out = tmp_path / "big.tif"
+    dialog.set_rect((-1000, -300, 1400, 900))
+    dialog.set_format("tiff")
+    dialog.set_output(out)
+    dialog.start()
+    assert dialog.running
+    dialog.cancel()
+    qtbot.waitUntil(lambda: dialog.state == "cancelled", timeout=WAIT_MS)
+    assert not out.exists()
+    assert out.with_name("big.tif.part.json").exists()
+
+    # Exporting the same file again offers to resume it.
+    dialog.start()
+    box = dialog._message
+    assert isinstance(box, QMessageBox) and box.isVisible()
+    resume = next(b for b in box.buttons() if b.text() == "Resume")
+    with qtbot.waitSignal(dialog.exported, timeout=WAIT_MS):
+        resume.click()
+    assert out.is_file() and not out.with_name("big.tif.part.json").exists()
+
+
+def test_window_shutdown_cancels_running_export(make_window, tmp_path):
+    window = make_window()
+    dialog = open_dialog(window)
+    out = tmp_path / "slow.tif"
+    dialog.set_rect((0, 0, 4000, 2000))
+    dialog.set_output(out)
+    dialog.start()
+    thread = dialog._thread
+    assert thread is not None and thread.is_alive()
+    window.shutdown()
+    assert not thread.is_alive()
+    assert not out.exists()
