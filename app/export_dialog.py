@@ -166,7 +166,12 @@ class ExportDialog(QDialog):
         self.x_box, self.y_box = self._spin(self.view.x), self._spin(self.view.y)
         self.w_box, self.h_box = self._spin(self.view.w, 1), self._spin(self.view.h, 1)
         coords = QHBoxLayout()
-        for label, box in (("X", self.x_box), ("Y", self.y_box), ("W", self.w_box), ("H", self.h_box)):
+        for label, box in (
+            ("X", self.x_box),
+            ("Y", self.y_box),
+            ("W", self.w_box),
+            ("H", self.h_box),
+        ):
             coords.addWidget(QLabel(label))
             coords.addWidget(box, 1)
         form.addRow("", coords)

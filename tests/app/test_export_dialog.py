@@ -66,6 +66,21 @@ def test_invalid_input_disables_export(make_window):
     dialog.set_output("/tmp/x.png")
     assert dialog.export_button.isEnabled()
     assert not dialog.error_label.isVisible()
+    dialog.set_format("pyramid")  # libvips holds at most 10,000,000 px per side
+    dialog.set_rect((0, 0, 100, 20_000_000))
+    assert not dialog.export_button.isEnabled()
+    assert "at most" in dialog.error_label.text()
+    dialog.set_format("tiff")
+    assert dialog.export_button.isEnabled()
+
+
+def test_speed_is_measured_in_background(make_window, qtbot):
+    window = make_window()
+    dialog = ExportDialog(window.session.world, Rect(0, 0, 300, 200), window)
+    qtbot.addWidget(dialog)
+    assert "measuring" in dialog.estimate_label.text()
+    qtbot.waitUntil(lambda: "about" in dialog.estimate_label.text().split("·")[-1], timeout=WAIT_MS)
+    dialog.shutdown()
 
 
 def test_cancel_leaves_part_then_resume(make_window, qtbot, tmp_path):
@@ -80,6 +95,7 @@ def test_cancel_leaves_part_then_resume(make_window, qtbot, tmp_path):
     dialog.cancel()
     qtbot.waitUntil(lambda: dialog.state == "cancelled", timeout=WAIT_MS)
     assert not out.exists()
+    assert out.with_name("big.tif.part").exists()
     assert out.with_name("big.tif.part.json").exists()
 
     # Exporting the same file again offers to resume it.
@@ -104,3 +120,18 @@ def test_window_shutdown_cancels_running_export(make_window, tmp_path):
     window.shutdown()
     assert not thread.is_alive()
     assert not out.exists()
+
+
+def test_export_error_opens_message_box(make_window, qtbot, tmp_path):
+    window = make_window()
+    dialog = open_dialog(window)
+    dialog.set_rect((0, 0, 64, 64))
+    dialog.set_format("png")
+    dialog.set_output(tmp_path / "missing" / "folder" / "x.png")
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.state in ("failed", "done"), timeout=WAIT_MS)
+    assert dialog.state == "failed"
+    box = dialog._message
+    assert isinstance(box, QMessageBox) and box.isVisible()
+    assert box.icon() == QMessageBox.Icon.Critical
+    assert dialog.export_button.isEnabled()  # fix the path and try again
