@@ -3,7 +3,8 @@
 Controls: drag with the left button (pan tool) or the middle button (any tool) to pan;
 the wheel zooms about the cursor (a touchpad's two-finger scroll pans, its pinch zooms);
 arrow keys pan (Shift: further). With the re-roll tool, a left drag selects a rectangle
-of lattice cells, emitted as `regionSelected(cells)`.
+of lattice cells, emitted as `regionSelected(cells)`; with the export tool, a left drag
+selects a rectangle of world pixels, emitted as `areaSelected(rect)`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ KEY_PAN_FRACTION = 0.1  # of the widget's size per arrow key press (Shift: 0.5)
 class Tool(enum.Enum):
     PAN = "pan"
     REROLL = "reroll"
+    EXPORT = "export"
 
 
 class Canvas(TileView):
@@ -43,6 +45,7 @@ class Canvas(TileView):
     cursorMoved = Signal(float, float)
     cursorLeft = Signal()
     regionSelected = Signal(object)  # Rect of lattice cells
+    areaSelected = Signal(object)  # Rect of world pixels
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, request_interval_ms=16)
@@ -70,7 +73,7 @@ class Canvas(TileView):
     def _update_cursor(self) -> None:
         if self._pan_from is not None:
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
-        elif self._tool is Tool.REROLL:
+        elif self._tool in (Tool.REROLL, Tool.EXPORT):
             self.setCursor(Qt.CursorShape.CrossCursor)
         else:
             self.setCursor(Qt.CursorShape.OpenHandCursor)
@@ -118,17 +121,21 @@ class Canvas(TileView):
 
     # Re-roll band -----------------------------------------------------------------------
 
+    def _band_unit(self) -> int:
+        """World pixels per unit of the band: lattice cells to re-roll, pixels to export."""
+        return self.cell_px if self._tool is Tool.REROLL else 1
+
     def band_cells(self) -> Rect | None:
-        """Lattice cells under the re-roll rectangle being dragged (None when none)."""
+        """The rectangle being dragged, in units of `_band_unit` (None when none)."""
         if self._band is None:
             return None
-        return cells_under(self._band[0], self._band[1], self.cell_px)
+        return cells_under(self._band[0], self._band[1], self._band_unit())
 
     def paint_overlay(self, painter: QPainter) -> None:
         cells = self.band_cells()
         if cells is None:
             return
-        c = self.cell_px
+        c = self._band_unit()
         vp = self.viewport
         x0, y0 = vp.to_screen(cells.x * c, cells.y * c)
         x1, y1 = vp.to_screen(cells.right * c, cells.bottom * c)
@@ -152,7 +159,7 @@ class Canvas(TileView):
             self._pan_from = pos
             self._update_cursor()
             event.accept()
-        elif button == Qt.MouseButton.LeftButton and self._tool is Tool.REROLL:
+        elif button == Qt.MouseButton.LeftButton and self._tool in (Tool.REROLL, Tool.EXPORT):
             point = QPointF(*self.viewport.to_world(pos.x(), pos.y()))
             self._band = (point, point)
             self.update()
@@ -185,7 +192,9 @@ class Canvas(TileView):
             cells = self.band_cells()
             self._band = None
             self.update()
-            if cells is not None:
+            if cells is not None and self._tool is Tool.EXPORT:
+                self.areaSelected.emit(cells)
+            elif cells is not None:
                 self.regionSelected.emit(cells)
         event.accept()
 

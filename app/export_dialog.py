@@ -285,7 +285,8 @@ class ExportDialog(QDialog):
     def set_output(self, path: str | Path) -> None:
         self.out_edit.setText(str(path))
 
-    def rect(self) -> Rect:
+    def region(self) -> Rect:
+        """The world rectangle (px) to export."""
         if self.view_radio.isChecked():
             return self.view
         return Rect(self.x_box.value(), self.y_box.value(), self.w_box.value(), self.h_box.value())
@@ -297,7 +298,7 @@ class ExportDialog(QDialog):
         if not text:
             raise ExportError("choose a file to export to")
         return ExportJob(
-            rect=self.rect(),
+            rect=self.region(),
             out=Path(text).expanduser(),
             scale=self.scale_box.currentData(),
             format=fmt,

@@ -209,8 +209,14 @@ class MainWindow(ProjectCommands, QMainWindow):
             "R",
             "Drag a rectangle to generate new structure there (R)",
         )
+        self.export_tool_action = action(
+            "E&xport Region Tool",
+            lambda: self.set_tool(Tool.EXPORT),
+            "X",
+            "Drag a rectangle to export it (X)",
+        )
         self.tool_group = QActionGroup(self)
-        for a in (self.pan_tool_action, self.reroll_tool_action):
+        for a in (self.pan_tool_action, self.reroll_tool_action, self.export_tool_action):
             a.setCheckable(True)
             self.tool_group.addAction(a)
         self.pan_tool_action.setChecked(True)
@@ -249,7 +255,9 @@ class MainWindow(ProjectCommands, QMainWindow):
         edit_menu = bar.addMenu("&Edit")
         edit_menu.addActions([self.undo_action, self.redo_action])
         edit_menu.addSeparator()
-        edit_menu.addActions([self.pan_tool_action, self.reroll_tool_action])
+        edit_menu.addActions(
+            [self.pan_tool_action, self.reroll_tool_action, self.export_tool_action]
+        )
 
         self.view_menu = bar.addMenu("&View")
         self.view_menu.addActions(
@@ -272,7 +280,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         bar = QToolBar("Tools", self)
         bar.setObjectName("tools")
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        bar.addActions([self.pan_tool_action, self.reroll_tool_action])
+        bar.addActions([self.pan_tool_action, self.reroll_tool_action, self.export_tool_action])
         bar.addSeparator()
         bar.addActions([self.zoom_out_action, self.zoom_in_action, self.actual_size_action])
         bar.addSeparator()
@@ -331,6 +339,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.canvas.cursorMoved.connect(self._cursor_moved)
         self.canvas.cursorLeft.connect(lambda: self.coords_label.setText(""))
         self.canvas.regionSelected.connect(self.reroll)
+        self.canvas.areaSelected.connect(self.export_area)
         self.training.open_in_canvas.connect(self.open_trained_checkpoint)
         self.canvas.renderError.connect(self._render_error)
         self.navigator.jumpRequested.connect(lambda x, y: self.canvas.center_on(x, y))
@@ -417,7 +426,8 @@ class MainWindow(ProjectCommands, QMainWindow):
 
     def set_tool(self, tool: Tool) -> None:
         self.canvas.set_tool(tool)
-        (self.reroll_tool_action if tool is Tool.REROLL else self.pan_tool_action).setChecked(True)
+        actions = {Tool.REROLL: self.reroll_tool_action, Tool.EXPORT: self.export_tool_action}
+        actions.get(tool, self.pan_tool_action).setChecked(True)
 
     @Slot(object)
     def reroll(self, cells: Rect, salt: int | None = None) -> None:
@@ -610,6 +620,14 @@ class MainWindow(ProjectCommands, QMainWindow):
         return dialog
 
     @Slot()
+    @Slot(object)
+    def export_area(self, rect: Rect) -> ExportDialog:
+        """The export tool's rectangle (world px): the Export dialog, set to that region."""
+        dialog = self.open_export_dialog()
+        if not dialog.running:
+            dialog.set_rect(rect)
+        return dialog
+
     def open_export_dialog(self) -> ExportDialog:
         """File → Export…: not modal, so the window stays usable while an export runs."""
         dialog = self.export_dialog

@@ -27,7 +27,7 @@ def test_export_action_in_file_menu(make_window):
     file_menu = window.menuBar().actions()[0].menu()
     assert window.export_action in file_menu.actions()
     dialog = open_dialog(window)
-    assert dialog.rect() == window.canvas.viewport.world_rect()
+    assert dialog.region() == window.canvas.viewport.world_rect()
     assert dialog.view_radio.isChecked()
     assert dialog.export_button.isEnabled()
     assert "px" in dialog.estimate_label.text()
@@ -41,7 +41,7 @@ def test_export_png_matches_render(make_window, qtbot, tmp_path):
     dialog.set_rect(rect)
     dialog.set_format("png")
     dialog.set_output(out)
-    assert dialog.rect() == rect
+    assert dialog.region() == rect
     assert "200 × 150 px" in dialog.estimate_label.text()
     with qtbot.waitSignal(dialog.exported, timeout=WAIT_MS):
         qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)

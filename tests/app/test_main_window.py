@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -325,3 +326,20 @@ def test_open_in_canvas_from_the_training_tab_swaps_the_model(make_window, qtbot
     window.training.open_in_canvas.emit(str(path))
     assert window.tabs.currentWidget() is window.canvas
     qtbot.waitUntil(lambda: "trained" in window.model_label.text(), timeout=30_000)
+
+
+def test_export_tool_opens_the_export_dialog_on_the_dragged_rectangle(make_window, qtbot):
+    window = make_window()
+    window.set_tool(Tool.EXPORT)
+    canvas = window.canvas
+    a = canvas.viewport.to_world(100, 100)
+    b = canvas.viewport.to_world(300, 250)
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=QPoint(100, 100))
+    qtbot.mouseMove(canvas, QPoint(300, 250))
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=QPoint(300, 250))
+    dialog = window.export_dialog
+    assert dialog is not None and dialog.isVisible()
+    x, y, w, h = dialog.region().as_tuple()
+    assert (x, y) == (math.floor(a[0]), math.floor(a[1]))
+    assert (x + w - 1, y + h - 1) == (math.floor(b[0]), math.floor(b[1]))
+    assert window.session.world.edits == ()  # exporting is not an edit
