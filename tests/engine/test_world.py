@@ -132,3 +132,12 @@ def test_addressed_noise_does_not_depend_on_the_window():
     small = normal_grid(key, -7, 9, 13, 5, channels=2)
     assert torch.equal(big[:, 49:54, 43:56], small)
     assert abs(big.mean().item()) < 0.05 and abs(big.std().item() - 1) < 0.05
+
+
+def test_public_api_renders_the_documented_shape():
+    from engine import World as PublicWorld
+    from engine import load_generator as public_loader
+
+    world = PublicWorld(public_loader(preset="tiny", seed=0, device="cpu"), seed=7)
+    assert world.render((5, -7, 33, 21), scale=1.0).shape == (21, 33, 3)
+    assert world.render((5, -7, 40, 20), scale=0.5).shape == (10, 20, 3)
