@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.dialogs import ask, inform
+from app.units import human_size, human_time
 from engine.export import (
     ExportCancelled,
     ExportError,
@@ -63,27 +64,6 @@ SUFFIXES = {fmt: suffix for _, fmt, suffix in FORMAT_CHOICES}
 DEFAULT_NAME = "infinity-canvas-export"
 COORD_LIMIT = 2**31 - 1
 SPEED_SECONDS = 1.0  # how long the background speed measurement renders
-
-
-def human_size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def human_time(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours / 24:.1f} days"
 
 
 def default_output(fmt: str = "tiff") -> Path:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from PySide6.QtCore import QObject, QRectF, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader, QPainter, QPixmap
 from PySide6.QtWidgets import (
@@ -72,9 +72,15 @@ from app.training_process import (
     read_run,
     run_checkpoints,
 )
+from app.units import human_time
 from engine.model import PRESETS, preset_config
 from training.config import SMALL_DATASET, TrainConfig
-from training.data import IMAGE_SUFFIXES, DatasetReport, find_image_files
+from training.data import (
+    IMAGE_SUFFIXES,
+    UNREADABLE_IMAGE_ERRORS,
+    DatasetReport,
+    find_image_files,
+)
 from training.runfiles import CONFIG_FILE, METRICS_FILE, STATE_DIR
 
 log = logging.getLogger(__name__)
@@ -106,17 +112,6 @@ def available_devices() -> list[str]:
     if mps is not None and mps.is_available():
         devices.append("mps")
     return devices
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 # Checking a data folder --------------------------------------------------------------------
@@ -175,13 +170,7 @@ def check_image(path: Path) -> tuple[int | None, str]:
                 if image.format == "JPEG":
                     image.draft("RGB", (256, 256))  # a reduced decode still reads every byte
                 image.load()
-        except (
-            OSError,
-            UnidentifiedImageError,
-            ValueError,
-            SyntaxError,
-            Image.DecompressionBombError,
-        ) as exc:  # the errors training.data skips a file for
+        except UNREADABLE_IMAGE_ERRORS as exc:  # the errors training.data skips a file for
             return None, f"unreadable ({type(exc).__name__}: {exc})"
     return short, ""
 
@@ -1055,7 +1044,7 @@ class TrainingTab(QWidget):
         rate = ""
         if live and self._last_rate > 0 and summary is not None and step is not None:
             remaining = max(total - step, 0) * summary.batch / self._last_rate
-            rate = f"{self._last_rate:.1f} images/s · ETA {format_duration(remaining)}"
+            rate = f"{self._last_rate:.1f} images/s · ETA {human_time(remaining)}"
         self.rate_label.setText(rate)
 
     # Runs and checkpoints -------------------------------------------------------------------

@@ -15,6 +15,7 @@ same position always draws the same value whatever window, batch or order asked.
 from __future__ import annotations
 
 import enum
+import functools
 
 import torch
 from torch import Tensor
@@ -103,6 +104,7 @@ def normal_grids(
     return _normal_from_hash(values, dtype)
 
 
+@functools.lru_cache(maxsize=4096)
 def field_key(seed: int, stream: Stream, layer: int = 0) -> int:
     """The 32-bit key of one family of values: (world seed, stream, layer)."""
     return _key(seed, int(stream), layer)

@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
 MIN_SCALE = 0.5  # smallest scale-crop side, as a fraction of the short side
+# What decoding a broken, truncated or hostile file raises: such a file is skipped, not fatal.
+UNREADABLE_IMAGE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+)
 
 
 @dataclass(frozen=True)
@@ -186,13 +194,7 @@ def load_images(
         name = str(path.relative_to(root))
         try:
             image, short = _decode(path, stored_side, square=not scale_crops)
-        except (
-            OSError,
-            UnidentifiedImageError,
-            ValueError,
-            SyntaxError,
-            Image.DecompressionBombError,
-        ) as exc:
+        except UNREADABLE_IMAGE_ERRORS as exc:
             skipped.append((name, f"unreadable ({type(exc).__name__}: {exc})"))
             continue
         if short < min_side:
