@@ -2,6 +2,7 @@
 
     train --data DIR --preset tiny|lite|paper --out RUN_DIR [--steps N] [--batch B]
           [--device D] [--seed S] [--augment auto|on|off] [...]
+    train --data DIR --init CHECKPOINT --out RUN_DIR [...]      (fine-tune a model)
     train --out RUN_DIR --resume [--steps N] [--device D]
     train --evaluate CHECKPOINT --data DIR [--metric-images N] [--scales 1,4,16]
 
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.checkpoint import read_checkpoint
 from engine.model import PRESETS
 from training.config import TrainConfig, default_train_config
 from training.loop import Progress, train
@@ -60,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default: 0)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out where it stopped"
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start a new run from this checkpoint's weights (fine-tuning; its preset is used)",
     )
     parser.add_argument(
         "--augment",
@@ -149,9 +157,14 @@ def _learning_options(args: argparse.Namespace) -> dict[str, Any]:
 def _new_config(args: argparse.Namespace) -> TrainConfig:
     if args.data is None:
         raise ValueError("--data DIR is required for a new run")
-    return default_train_config(
-        args.preset or DEFAULT_PRESET, **_learning_options(args), **_overrides(args)
-    )
+    preset, initial = args.preset or DEFAULT_PRESET, {}
+    if args.init is not None:
+        model = read_checkpoint(args.init).generator.config
+        if args.preset is not None and args.preset != model.preset:
+            raise ValueError(f"--init {args.init} is a {model.preset} model, not {args.preset}")
+        preset = model.preset
+        initial = {"model": model, "init_from": str(args.init.expanduser().resolve())}
+    return default_train_config(preset, **initial, **_learning_options(args), **_overrides(args))
 
 
 def _resumed_config(args: argparse.Namespace) -> TrainConfig:
@@ -159,6 +172,8 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
     changed = {k: v for k, v in _learning_options(args).items() if getattr(stored, k) != v}
     if args.preset is not None and args.preset != stored.model.preset:
         changed["preset"] = args.preset
+    if args.init is not None and str(args.init.expanduser().resolve()) != stored.init_from:
+        changed["init"] = str(args.init)
     if changed:
         raise ValueError(
             f"{args.out} was trained with other settings ({', '.join(sorted(changed))}); "

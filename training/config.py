@@ -57,6 +57,7 @@ class TrainConfig:
     steps: int = 100_000  # total iterations (D step + G step), counted across resumes
     batch: int = 16  # per process; even, as the diversity loss works on pairs
     seed: int = 0
+    init_from: str = ""  # checkpoint whose G_ema (and D, if stored) start the run; "" = random
     device: str = "auto"
     mixed_precision: bool | None = None  # None: bf16 autocast + channels_last on CUDA only
 

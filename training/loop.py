@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import Provenance, save_checkpoint
+from engine.checkpoint import Provenance, read_checkpoint, save_checkpoint
 from engine.device import resolve_device
 from engine.model import Discriminator, Generator
 from training import runfiles
@@ -131,6 +131,8 @@ def train(
     if saved is not None:
         trainer.restore(saved)
         runfiles.truncate_metrics(run_dir, trainer.step)
+    elif cfg.init_from:
+        trainer.initialise_from(Path(cfg.init_from))
     trainer.snapshot()
     files = _RunFiles(cfg, run_dir, trainer, bank)
     clock = _Clock(trainer.elapsed_before, trainer.images_seen)
@@ -277,7 +279,8 @@ class _Trainer:
     def __init__(
         self, cfg: TrainConfig, bank: ImageBank, device: torch.device, loss_hook: LossHook | None
     ) -> None:
-        self.cfg, self.bank, self.device = cfg, bank, device
+        self.cfg, self.device = cfg, device
+        self.bank = bank.to(device) if device.type == "cuda" else bank
         self.config = cfg.model
         self.amp = device.type == "cuda" if cfg.mixed_precision is None else cfg.mixed_precision
         self.memory_format = (
@@ -570,6 +573,25 @@ class _Trainer:
             info=info,
         )
 
+    def initialise_from(self, path: Path) -> None:
+        """Start from a checkpoint's weights: its EMA generator becomes G and G_ema, its
+        discriminator D (a fresh D if it has none). Optimisers and counters start anew.
+        CheckpointError (a ValueError) if the file is unusable or of another architecture."""
+        checkpoint = read_checkpoint(path, device=self.device, with_discriminator=True)
+        if checkpoint.generator.config != self.config:
+            raise ValueError(
+                f"{path} holds a {checkpoint.generator.config.preset} model whose architecture "
+                f"differs from this run's {self.config.preset} config"
+            )
+        weights = checkpoint.generator.state_dict()
+        self.g.load_state_dict(weights)
+        self.g_ema.load_state_dict(weights)
+        if checkpoint.discriminator is None:
+            log.warning("%s has no discriminator: D starts from random weights", path)
+        else:
+            self.d.load_state_dict(checkpoint.discriminator.state_dict())
+        log.info("initialised from %s (%s steps)", path, checkpoint.provenance.get("steps"))
+
     def restore(self, saved: runfiles.SavedState) -> None:
         """Load a saved state; ValueError (a user error) if it does not fit the model config."""
         try:
@@ -655,7 +677,10 @@ class _RunFiles:
 
     def write_checkpoint(self, step: int, elapsed: float) -> Path:
         """EMA generator (+ D) checkpoint, latest.safetensors, and the full state for resuming."""
-        provenance = Provenance(preset=self.cfg.model.preset, steps=step, dataset=self.bank.name)
+        notes = f"initialised from {Path(self.cfg.init_from).name}" if self.cfg.init_from else ""
+        provenance = Provenance(
+            preset=self.cfg.model.preset, steps=step, dataset=self.bank.name, notes=notes
+        )
         folder = self.run_dir / "checkpoints"
         path = save_checkpoint(
             folder / f"step_{step:06d}.safetensors",

@@ -91,3 +91,16 @@ def test_python_m_training_offers_the_same_options():
     assert result.returncode == 0, result.stderr
     for option in ("--data", "--preset", "--out", "--steps", "--batch", "--resume", "--evaluate"):
         assert option in result.stdout
+
+
+def test_init_fine_tunes_a_checkpoint_with_its_preset(landscapes, tmp_path):
+    base = ["--data", str(landscapes), "--steps", "1", "--batch", "2", "--device", "cpu",
+            "--sample-every", "0", "--metric-every", "0"]  # fmt: skip
+    first = tmp_path / "first"
+    assert cli.main(["train", "--preset", "tiny", "--out", str(first), *base]) == 0
+    checkpoint = first / "checkpoints" / "latest.safetensors"
+    second = tmp_path / "second"
+    assert cli.main(["train", "--init", str(checkpoint), "--out", str(second), *base]) == 0
+    config = json.loads((second / "config.json").read_text())
+    assert config["model"]["preset"] == "tiny"
+    assert config["train"]["init_from"] == str(checkpoint.resolve())

@@ -175,3 +175,33 @@ def test_a_run_folder_is_never_overwritten_and_resume_keeps_the_config(landscape
         train(cfg, tmp_path / "empty", resume=True)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"]["preset"] == "tiny" and config["train"]["batch"] == 2
+
+
+def test_a_run_initialised_from_a_checkpoint_starts_from_its_weights(landscapes, tmp_path):
+    first = tmp_path / "first"
+    train(tiny_config(landscapes, steps=2, checkpoint_every=2), first)
+    source = read_checkpoint(first / "checkpoints" / "latest.safetensors", with_discriminator=True)
+
+    second = tmp_path / "second"
+    cfg = tiny_config(landscapes, steps=0, checkpoint_every=1, init_from=str(source.path))
+    train(cfg, second)
+    state = read_state(second)
+    for name in ("generator", "generator_ema"):
+        weights = state.models[name]
+        assert all(torch.equal(weights[k], v) for k, v in source.generator.state_dict().items())
+    assert all(
+        torch.equal(state.models["discriminator"][k], v)
+        for k, v in source.discriminator.state_dict().items()
+    )
+    started = read_checkpoint(second / "checkpoints" / "latest.safetensors")
+    assert "initialised from latest.safetensors" in started.provenance["notes"]
+
+
+def test_initialising_from_another_architecture_is_refused(landscapes, tmp_path):
+    from engine.checkpoint import Provenance, save_checkpoint
+
+    other = save_checkpoint(
+        tmp_path / "lite.safetensors", load_generator(preset="lite"), Provenance(preset="lite")
+    )
+    with pytest.raises(ValueError, match="architecture"):
+        train(tiny_config(landscapes, steps=1, init_from=str(other)), tmp_path / "run")
