@@ -13,8 +13,8 @@ G_ema, both optimisers and the path-length mean go back to the last in-memory sn
 (taken every `snapshot_every` good iterations); the random streams are not rewound, so the
 run does not replay the batch that failed. Both events are recorded in metrics.jsonl.
 
-One process trains on one device; the shape is ready for a later torchrun/DDP launcher
-(one `_Trainer` per rank, the rank's seed and data shard passed in).
+One process trains on one device; under torchrun each rank is such a process, and
+training.distributed averages the gradients over them (rank 0 writes the run folder).
 
 metrics.jsonl records hold `step`, `time` (training seconds, across resumes),
 `wall_time` (unix time), `images_per_s`, the interval means of every loss term present in
@@ -48,6 +48,7 @@ from training import runfiles
 from training.augment import diff_augment
 from training.config import TrainConfig
 from training.data import ImageBank, load_images
+from training.distributed import Cluster, join_cluster, leave_cluster
 from training.losses import (
     d_logistic,
     diversity_loss,
@@ -119,6 +120,27 @@ def train(
     """
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
+    cluster = join_cluster(device)
+    try:
+        device = cluster.device(device)
+        return _train(cfg, run_dir, cluster, device, resume, on_progress, should_stop, loss_hook)
+    finally:
+        leave_cluster(cluster)
+
+
+def _train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    cluster: Cluster,
+    device: torch.device,
+    resume: bool,
+    on_progress: Callable[[Progress], None],
+    should_stop: Callable[[], bool],
+    loss_hook: LossHook | None,
+) -> Path:
+    main = cluster.is_main
+    if not main:
+        on_progress = _ignore  # rank 0 reports and writes for the whole run
     model = cfg.model
     bank = load_images(
         cfg.data_dir,
@@ -126,11 +148,12 @@ def train(
         patch_size=model.patch_size,
         scale_crops=cfg.scale_crops,
     )
-    saved = _prepare_run_dir(cfg, run_dir, resume)
-    trainer = _Trainer(cfg, bank, device, loss_hook)
+    saved = _prepare_run_dir_on_main(cfg, run_dir, resume, cluster)
+    trainer = _Trainer(cfg, bank, device, loss_hook, cluster)
     if saved is not None:
         trainer.restore(saved)
-        runfiles.truncate_metrics(run_dir, trainer.step)
+        if main:
+            runfiles.truncate_metrics(run_dir, trainer.step)
     elif cfg.init_from:
         trainer.initialise_from(Path(cfg.init_from))
     trainer.snapshot()
@@ -139,10 +162,11 @@ def train(
     report = _Reporter(cfg, on_progress, clock)
 
     log.info(
-        "training %s on %s (%s) from step %d to %d; %s",
+        "training %s on %s (%s%s) from step %d to %d; %s",
         model.preset,
         device,
         "bf16 autocast" if trainer.amp else "float32",
+        f", {cluster.world_size} processes" if cluster.active else "",
         trainer.step,
         cfg.steps,
         bank.report.describe(),
@@ -155,13 +179,14 @@ def train(
         for event in trainer.drain_guard_events():
             report.emit(event["kind"], step, values=event)
         final = step >= cfg.steps
-        stopping = not final and (should_stop() or (run_dir / runfiles.STOP_FILE).exists())
+        stop_asked = should_stop() or (main and (run_dir / runfiles.STOP_FILE).exists())
+        stopping = not final and cluster.any(stop_asked, device)
         record: dict[str, Any] = {}
         if step % cfg.log_every == 0 or final or stopping:
             record |= trainer.interval_values()
             record["images_per_s"] = clock.images_per_s(trainer.images_seen)
         slow_work = False  # metrics, samples and checkpoints do not count against images/s
-        if cfg.metric_every and (step % cfg.metric_every == 0 or final):
+        if main and cfg.metric_every and (step % cfg.metric_every == 0 or final):
             slow_work = True
             metrics = evaluate_generator(
                 trainer.g_ema,
@@ -172,7 +197,7 @@ def train(
             )
             record |= metrics
             report.emit("metrics", step, values=metrics)
-        if record:
+        if main and record:
             record = {
                 "step": step,
                 "time": round(clock.elapsed(), 3),
@@ -181,25 +206,57 @@ def train(
             }
             runfiles.append_metrics(run_dir, record)
             report.emit("log", step, values=record)
-        if cfg.sample_every and (step % cfg.sample_every == 0 or final):
+        if main and cfg.sample_every and (step % cfg.sample_every == 0 or final):
             slow_work = True
             report.emit("sample", step, path=files.write_samples(step))
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or final or stopping:
             slow_work = True
-            report.emit("checkpoint", step, path=files.write_checkpoint(step, clock.elapsed()))
+            state = trainer.state(clock.elapsed())  # every rank: the state holds all streams
+            if main:
+                report.emit("checkpoint", step, path=files.write_checkpoint(step, state))
         if slow_work:
             clock.images_per_s(trainer.images_seen)  # restart the rate's interval here
         if stopping:
-            (run_dir / runfiles.STOP_FILE).unlink(missing_ok=True)
+            if main:
+                (run_dir / runfiles.STOP_FILE).unlink(missing_ok=True)
             stopped = True
             report.emit("stopped", step, message=f"stopped at step {step}; resume to continue")
             break
     latest = files.latest_checkpoint
-    if not latest.exists():  # nothing left to train (steps reached before this call)
-        files.write_checkpoint(trainer.step, clock.elapsed())
+    # Nothing left to train (steps reached before this call): still leave a checkpoint.
+    if cluster.any(main and not latest.exists(), device):
+        state = trainer.state(clock.elapsed())
+        if main:
+            files.write_checkpoint(trainer.step, state)
+    if not cluster.weights_agree(trainer.g, device):
+        raise RuntimeError("the training processes ended with different weights")
     if not stopped:
         report.emit("done", trainer.step, path=latest)
     return latest
+
+
+def _ignore(progress: Progress) -> None:
+    return None
+
+
+def _prepare_run_dir_on_main(
+    cfg: TrainConfig, run_dir: Path, resume: bool, cluster: Cluster
+) -> runfiles.SavedState | None:
+    """Rank 0 checks and prepares the run folder; the others wait and read what it found."""
+    saved, problem = None, None
+    if cluster.is_main:
+        try:
+            saved = _prepare_run_dir(cfg, run_dir, resume)
+        except (ValueError, FileNotFoundError) as exc:
+            problem = exc
+    problems = cluster.gather(None if problem is None else str(problem))
+    if problem is not None:
+        raise problem
+    if problems[0] is not None:
+        raise ValueError(str(problems[0]))
+    if resume and not cluster.is_main:
+        saved = runfiles.read_state(run_dir)
+    return saved
 
 
 def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> runfiles.SavedState | None:
@@ -277,9 +334,15 @@ class _Trainer:
     """Models, optimisers, random streams and counters of one process on one device."""
 
     def __init__(
-        self, cfg: TrainConfig, bank: ImageBank, device: torch.device, loss_hook: LossHook | None
+        self,
+        cfg: TrainConfig,
+        bank: ImageBank,
+        device: torch.device,
+        loss_hook: LossHook | None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.cfg, self.device = cfg, device
+        self.cluster = cluster or Cluster()
         self.bank = bank.to(device) if device.type == "cuda" else bank
         self.config = cfg.model
         self.amp = device.type == "cuda" if cfg.mixed_precision is None else cfg.mixed_precision
@@ -301,9 +364,11 @@ class _Trainer:
         self.g_opt = torch.optim.Adam(self.g.parameters(), lr=cfg.g_lr, betas=cfg.g_betas, eps=1e-8)
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=cfg.d_lr, betas=cfg.d_betas, eps=1e-8)
 
-        # Two seeded streams: data choices on the CPU, latents/noise/augmentation on the device.
-        self.data_rng = torch.Generator().manual_seed(cfg.seed)
-        self.latent_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        # Two seeded streams: data choices on the CPU, latents/noise/augmentation on the device;
+        # each rank has its own pair (rank 0's are those of a single-process run).
+        seed = self.cluster.seed(cfg.seed)
+        self.data_rng = torch.Generator().manual_seed(seed)
+        self.latent_rng = torch.Generator(device=device).manual_seed(seed + 1)
         self.path_mean = torch.zeros((), device=device)
         self.step = 0
         self.elapsed_before = 0.0
@@ -317,7 +382,7 @@ class _Trainer:
 
     @property
     def images_seen(self) -> int:
-        return self.step * self.cfg.batch
+        return self.step * self.cfg.batch * self.cluster.world_size
 
     # One iteration -------------------------------------------------------------------------
 
@@ -420,7 +485,8 @@ class _Trainer:
         fakes = self._fakes(max(1, cfg.batch // cfg.path_batch_shrink), paired=False)
         rgb, _, wplus = render_fakes(self.g, fakes)  # float32: double backward
         lengths = path_lengths(rgb, wplus, self.latent_rng)
-        mean = self.path_mean + cfg.path_decay * (lengths.detach().mean() - self.path_mean)
+        batch_mean = self.cluster.mean(lengths.detach().mean())
+        mean = self.path_mean + cfg.path_decay * (batch_mean - self.path_mean)
         penalty = path_length_penalty(lengths, mean)
         self._record(path_length=lengths.detach().mean(), path_penalty=penalty)
         ok = self._update(
@@ -454,6 +520,7 @@ class _Trainer:
             loss = self.loss_hook(step, term, loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        loss = self.cluster.average_gradients(list(module.parameters()), loss)  # all ranks' mean
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         norm = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
@@ -548,11 +615,12 @@ class _Trainer:
     # Saving and restoring -----------------------------------------------------------------
 
     def state(self, elapsed: float) -> runfiles.SavedState:
-        rng = {
-            "data": self.data_rng.get_state(),
-            "latent": self.latent_rng.get_state(),
-            "torch_cpu": torch.get_rng_state(),
-        }
+        """Everything a resume needs. Under torchrun every rank must call it (it gathers
+        each rank's random streams: "data"/"latent" are rank 0's, "data@r"/"latent@r" rank r's)."""
+        streams = self.cluster.gather((self.data_rng.get_state(), self.latent_rng.get_state()))
+        rng = {"data": streams[0][0], "latent": streams[0][1], "torch_cpu": torch.get_rng_state()}
+        for r, (data, latent) in enumerate(streams[1:], start=1):
+            rng[f"data@{r}"], rng[f"latent@{r}"] = data, latent
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
                 rng[f"torch_cuda_{i}"] = state
@@ -565,6 +633,7 @@ class _Trainer:
             "latent_rng_device": self.device.type,
             "dataset": self.bank.name,
             "dataset_images": len(self.bank),
+            "world_size": self.cluster.world_size,
         }
         return runfiles.SavedState(
             models={name: m.state_dict() for name, m in self._modules().items()},
@@ -572,6 +641,29 @@ class _Trainer:
             rng=rng,
             info=info,
         )
+
+    def _restore_streams(self, saved: runfiles.SavedState) -> None:
+        """This rank's random streams as saved; reseeded (deterministically) where the saved
+        run had fewer processes than this one, or ran its latent stream on another device."""
+        rank, info = self.cluster.rank, saved.info
+        suffix = f"@{rank}" if rank else ""
+        seed = self.cluster.seed(self.cfg.seed) + self.step
+        if f"data{suffix}" in saved.rng:
+            self.data_rng.set_state(saved.rng[f"data{suffix}"])
+        else:
+            log.warning("rank %d has no saved data stream (the run had fewer processes)", rank)
+            self.data_rng.manual_seed(seed)
+        if info.get("latent_rng_device") == self.device.type and f"latent{suffix}" in saved.rng:
+            self.latent_rng.set_state(saved.rng[f"latent{suffix}"])
+        else:  # a CUDA stream cannot continue on the CPU (or back), nor a missing one
+            log.warning(
+                "rank %d resuming on %s a run saved on %s by %s processes: latent stream reseeded",
+                rank,
+                self.device.type,
+                info.get("latent_rng_device"),
+                info.get("world_size", 1),
+            )
+            self.latent_rng.manual_seed(seed + 1)
 
     def initialise_from(self, path: Path) -> None:
         """Start from a checkpoint's weights: its EMA generator becomes G and G_ema, its
@@ -608,16 +700,7 @@ class _Trainer:
         self.elapsed_before = float(info.get("elapsed_s", 0.0))
         self.path_mean = torch.tensor(float(info["path_mean"]), device=self.device)
         self.bad_streak = int(info.get("bad_streak", 0))
-        self.data_rng.set_state(saved.rng["data"])
-        if info.get("latent_rng_device") == self.device.type:
-            self.latent_rng.set_state(saved.rng["latent"])
-        else:  # a CUDA stream cannot continue on the CPU (or back): reseed, deterministically
-            log.warning(
-                "resuming on %s a run saved on %s: latent stream reseeded",
-                self.device.type,
-                info.get("latent_rng_device"),
-            )
-            self.latent_rng.manual_seed(self.cfg.seed + 1 + self.step)
+        self._restore_streams(saved)
         torch.set_rng_state(saved.rng["torch_cpu"])
         if self.device.type == "cuda":
             states = [saved.rng[k] for k in sorted(saved.rng) if k.startswith("torch_cuda_")]
@@ -675,7 +758,7 @@ class _RunFiles:
         grid[rows * (f + SAMPLE_GAP) :, : wide.shape[1]] = wide
         return runfiles.save_png(self.run_dir / "samples" / f"step_{step:06d}.png", grid)
 
-    def write_checkpoint(self, step: int, elapsed: float) -> Path:
+    def write_checkpoint(self, step: int, state: runfiles.SavedState) -> Path:
         """EMA generator (+ D) checkpoint, latest.safetensors, and the full state for resuming."""
         notes = f"initialised from {Path(self.cfg.init_from).name}" if self.cfg.init_from else ""
         provenance = Provenance(
@@ -691,7 +774,7 @@ class _RunFiles:
         save_checkpoint(
             self.latest_checkpoint, self.trainer.g_ema, provenance, discriminator=self.trainer.d
         )
-        runfiles.write_state(self.run_dir, self.trainer.state(elapsed))
+        runfiles.write_state(self.run_dir, state)
         if self.cfg.keep_checkpoints:
             steps = sorted(folder.glob("step_*.safetensors"), key=lambda p: int(p.stem[5:]))
             old = steps[: -self.cfg.keep_checkpoints]
