@@ -25,6 +25,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +38,10 @@ from engine.latents import Stream, field_key, normal_grids, normal_vector
 from engine.model import Generator, coordinate_grid
 from engine.model.geometry import CellWindow, texture_layer_sizes, window_covering
 from engine.tiles import Rect, TileIndex, lod_for_scale, lod_rect
+
+if TYPE_CHECKING:
+    from engine.photo import Photo
+    from engine.placement import PhotoPlacement
 
 RENDER_CHUNK_PX = 2048  # largest window side `render` asks for at once, in lod pixels
 # Largest tensor of one generator call, in elements: bounds memory (latent hashing works in
@@ -124,6 +129,20 @@ class World:
         self._changed(edit)
         return edit
 
+    def replace(self, old: Edit, new: Edit) -> None:
+        """Put `new` where `old` is in the log (e.g. a re-rolled placement); clears redo.
+
+        ValueError when `old` is not in the log.
+        """
+        with self._lock:
+            index = next((i for i, e in enumerate(self._edits) if e is old), None)
+            if index is None:
+                raise ValueError("that edit is not in the world's log")
+            self._edits = (*self._edits[:index], new, *self._edits[index + 1 :])
+            self._redo.clear()
+        self._changed(old)
+        self._changed(new)
+
     def replace_edits(self, edits: Sequence[Edit]) -> None:
         """Set the whole log (opening a project); clears redo."""
         with self._lock:
@@ -162,6 +181,22 @@ class World:
         x0, y0 = cells.x - m - 6, cells.y - m - 6
         x1, y1 = cells.right + m + 2, cells.bottom + m + 2
         return Rect(x0 * c, y0 * c, (x1 - x0) * c, (y1 - y0) * c)
+
+    def place_photo(
+        self, photo: Photo, rect: Rect | tuple[int, int, int, int], **options: Any
+    ) -> PhotoPlacement | None:
+        """Invert `photo` at world pixels `rect` and apply the resulting `PhotoPlacement`.
+
+        Options are those of `engine.inversion.invert_photo` (settings, discriminator,
+        on_progress, should_stop). Returns the placement, or None when cancelled, in which
+        case the world is unchanged. Long: call it off the UI thread.
+        """
+        from engine.inversion import invert_photo  # the inversion module imports this one
+
+        placement = invert_photo(self, photo, rect, **options)
+        if placement is not None:
+            self.apply(placement)
+        return placement
 
     # Geometry ---------------------------------------------------------------------------
 
@@ -270,7 +305,7 @@ class World:
         windows = [CellWindow(w.x, w.y, cw, ch) for w in windows]  # one shape per batch
         z_l = self._local_latents(windows, edits)  # [B, C, Hc, Wc]
         coords = self._coordinates(windows)  # [B, 3, Hc, Wc]
-        noises = self._noises(windows, plan.level)  # per layer [B, 1, H_l, W_l]
+        noises = self._noises(windows, plan.level, edits)  # per layer [B, 1, H_l, W_l]
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
@@ -287,7 +322,20 @@ class World:
             x0, y0 = r.x * p - ox, r.y * p - oy
             crops.append(rgb[i, :, y0 : y0 + r.h * p, x0 : x0 + r.w * p])
         out = torch.stack(crops)
-        return F.avg_pool2d(out, p) if p > 1 else out
+        out = F.avg_pool2d(out, p) if p > 1 else out
+        self._composite(out, rects, lod, edits)
+        return out
+
+    def _composite(
+        self, rgb: torch.Tensor, rects: Sequence[Rect], lod: int, edits: tuple[Edit, ...]
+    ) -> None:
+        """Let edits change finished pixels (e.g. a placed photo shown as is), in place."""
+        f = 2**lod
+        for i, r in enumerate(rects):
+            world_rect = Rect(r.x * f, r.y * f, r.w * f, r.h * f)
+            for edit in edits:
+                if self.influence(edit).intersects(world_rect):
+                    edit.modify_rgb(rgb[i], r, lod)
 
     def _local_latents(self, windows: list[CellWindow], edits: tuple[Edit, ...]) -> torch.Tensor:
         m = self.config.structure_margin
@@ -316,14 +364,24 @@ class World:
         cols = torch.stack([torch.arange(w.x - m, w.x + w.w + m) for w in windows]).float() - centre
         return coordinate_grid(rows.to(self.device), cols.to(self.device), self.config)
 
-    def _noises(self, windows: list[CellWindow], level: int) -> list[torch.Tensor]:
+    def _noises(
+        self, windows: list[CellWindow], level: int, edits: tuple[Edit, ...] = ()
+    ) -> list[torch.Tensor]:
+        m = self.config.structure_margin
         per_window = [w.noise_rects(self.config.stages, level) for w in windows]
+        touching = [
+            [e for e in edits if e.cells().intersects(Rect(*w.latent_rect(m)))] for w in windows
+        ]
         noises = []
         for layer in range(2 * level):
             key = field_key(self.seed, Stream.NOISE, layer)
             _, _, w, h = per_window[0][layer]
             origins = [(rects[layer][0], rects[layer][1]) for rects in per_window]
-            noises.append(normal_grids(key, origins, w, h, device=self.device))  # [B, 1, H_l, W_l]
+            noise = normal_grids(key, origins, w, h, device=self.device)  # [B, 1, H_l, W_l]
+            for i, (x, y) in enumerate(origins):
+                for edit in touching[i]:
+                    edit.modify_noise(noise[i], layer, Rect(x, y, w, h))
+            noises.append(noise)
         return noises
 
 

@@ -1,0 +1,335 @@
+"""A placed photo as an edit: the inverted latents, noise and style that reproduce it in place.
+
+A `PhotoPlacement` is the result of inverting a photo at a world rectangle
+(engine.inversion). It overrides, at their world addresses,
+
+- the local latents z_l of every lattice cell the photo's window reads (latent cells),
+- the noise of every texture conv under the window (per layer, in that layer's frame),
+- optionally the finished pixels inside the rectangle (`show_photo`: the photo itself with
+  a feathered border instead of the model's reconstruction),
+
+and carries the inverted style (z_g and W+) for the style-fusion mechanism. Everything
+around it is the world's own generation, which the structure synthesizer joins to the
+inverted latents, so the surroundings continue the photo. `salt` != 0 re-rolls the local
+latents of a band of `surround` cells around the latent cells: a new continuation.
+
+`FillBetween` joins two placements: it re-rolls the cells of the gap between them (a new
+structure there) and, with style fusion, blends the two photos' styles across the gap.
+
+Legend: C local latent channels, Hc/Wc lattice cells, Dg style size, S W+ slots.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from engine.edits import Edit, PackedTensor, register_edit
+from engine.latents import Stream, field_key, normal_grid
+from engine.tiles import Rect
+
+DEFAULT_FEATHER_PX = 16  # width of the photo's blended border when shown as is
+
+
+def _rect(raw: Any, what: str) -> tuple[int, int, int, int]:
+    if not (isinstance(raw, list | tuple) and len(raw) == 4 and all(type(v) is int for v in raw)):
+        raise ValueError(f"{what} must be four whole numbers, got {raw!r}")
+    if raw[2] <= 0 or raw[3] <= 0:
+        raise ValueError(f"{what} must not be empty, got {raw!r}")
+    return (raw[0], raw[1], raw[2], raw[3])
+
+
+def _paste(dst: Tensor, dst_rect: Rect, src: Tensor, src_rect: Rect) -> None:
+    """Copy the overlap of src [..., h, w] at `src_rect` into dst [..., h', w'] at `dst_rect`."""
+    inside = src_rect.intersection(dst_rect)
+    if inside is None:
+        return
+    sx, sy = inside.x - src_rect.x, inside.y - src_rect.y
+    dx, dy = inside.x - dst_rect.x, inside.y - dst_rect.y
+    dst[..., dy : dy + inside.h, dx : dx + inside.w] = src[
+        ..., sy : sy + inside.h, sx : sx + inside.w
+    ].to(dst.dtype)
+
+
+def reroll_cells(z_l: Tensor, cells: Rect, region: Rect, seed: int, salt: int) -> None:
+    """Fresh local latents (stream REROLL, `salt`) for the cells of `region` inside `cells`."""
+    inside = region.intersection(cells)
+    if inside is None:
+        return
+    key = field_key(seed, Stream.REROLL, salt)
+    fresh = normal_grid(
+        key, inside.x, inside.y, inside.w, inside.h, z_l.shape[0], device=z_l.device
+    )
+    ox, oy = inside.x - cells.x, inside.y - cells.y
+    z_l[:, oy : oy + inside.h, ox : ox + inside.w] = fresh.to(z_l.dtype)
+
+
+@register_edit
+@dataclass(frozen=True, eq=False)
+class PhotoPlacement(Edit):
+    """An inverted photo at world pixels `rect` (see the module docstring).
+
+    `latent_cells` (x, y, w, h) are the cells of `latents` [C, h, w]; `noises[l]` [h_l, w_l]
+    sits at `noise_origins[l]` in layer l's noise frame; `z_g` [Dg] and `w_plus` [S, Dg] are
+    the inverted style (None when the inversion kept the world's style); `photo_png` is the
+    photo at the rectangle's size (for `show_photo`).
+    """
+
+    kind: ClassVar[str] = "photo"
+    name: str
+    rect: tuple[int, int, int, int]  # world pixels
+    latent_cells: tuple[int, int, int, int]  # lattice cells
+    latents: PackedTensor
+    noise_origins: tuple[tuple[int, int], ...]
+    noises: tuple[PackedTensor, ...]
+    z_g: PackedTensor | None = None
+    w_plus: PackedTensor | None = None
+    photo_png: bytes | None = None
+    show_photo: bool = False
+    feather: int = DEFAULT_FEATHER_PX  # world pixels
+    surround: int = 8  # cells re-rolled around the latent cells when salt != 0
+    salt: int = 0
+    psnr: float = 0.0  # reconstruction quality reached by the inversion, dB
+
+    def __post_init__(self) -> None:
+        x, y, w, h = self.latent_cells
+        if w <= 0 or h <= 0 or self.rect[2] <= 0 or self.rect[3] <= 0:
+            raise ValueError("a photo placement must not be empty")
+        if self.latents.shape[1:] != (h, w):
+            raise ValueError(f"latents {self.latents.shape} do not match cells {self.latent_cells}")
+        if len(self.noises) != len(self.noise_origins):
+            raise ValueError("a placement needs one noise origin per noise map")
+        if any(len(n.shape) != 2 for n in self.noises):
+            raise ValueError("placement noise maps must be 2-d")
+        if self.z_g is not None and len(self.z_g.shape) != 1:
+            raise ValueError("a placement's z_g must be a vector")
+        if self.w_plus is not None and len(self.w_plus.shape) != 2:
+            raise ValueError("a placement's W+ must be [slots, dim]")
+        if self.feather < 0 or self.surround < 0:
+            raise ValueError("feather and surround must not be negative")
+
+    # Where it acts ----------------------------------------------------------------------
+
+    @property
+    def world_rect(self) -> Rect:
+        return Rect(*self.rect)
+
+    @property
+    def latent_rect(self) -> Rect:
+        return Rect(*self.latent_cells)
+
+    def cells(self) -> Rect:
+        return self.latent_rect.grown(self.surround)
+
+    def with_salt(self, salt: int) -> PhotoPlacement:
+        """The same placement with another continuation of its surroundings."""
+        return dataclasses.replace(self, salt=salt)
+
+    def with_photo_shown(self, show: bool) -> PhotoPlacement:
+        return dataclasses.replace(self, show_photo=show)
+
+    # Hooks ------------------------------------------------------------------------------
+
+    def modify_local_latents(self, z_l: Tensor, cells: Rect, seed: int) -> None:
+        if self.salt:
+            reroll_cells(z_l, cells, self.cells(), seed, self.salt)
+        _paste(z_l, cells, self.latents.unpack(z_l.device), self.latent_rect)
+
+    def modify_noise(self, noise: Tensor, layer: int, positions: Rect) -> None:
+        if layer >= len(self.noises):
+            return
+        packed = self.noises[layer]
+        x, y = self.noise_origins[layer]
+        own = Rect(x, y, packed.shape[1], packed.shape[0])
+        _paste(noise, positions, packed.unpack(noise.device), own)
+
+    def modify_rgb(self, rgb: Tensor, rect: Rect, lod: int) -> None:
+        if not self.show_photo or self.photo_png is None:
+            return
+        photo_rect, photo, alpha = self._photo_at(lod)
+        inside = photo_rect.intersection(rect)
+        if inside is None:
+            return
+        sx, sy = inside.x - photo_rect.x, inside.y - photo_rect.y
+        dx, dy = inside.x - rect.x, inside.y - rect.y
+        src = photo[:, sy : sy + inside.h, sx : sx + inside.w].to(rgb.device)
+        a = alpha[:, sy : sy + inside.h, sx : sx + inside.w].to(rgb.device)
+        dst = rgb[:, dy : dy + inside.h, dx : dx + inside.w]
+        dst.mul_(1 - a).add_(src * a)
+
+    @functools.cache  # noqa: B019 -- one entry per lod of an immutable edit
+    def _photo_at(self, lod: int) -> tuple[Rect, Tensor, Tensor]:
+        """The photo on the lod-`lod` grid: (lod rect, rgb [3, h, w], blend weight [1, h, w])."""
+        assert self.photo_png is not None
+        f = 2**lod
+        world = self.world_rect
+        lod_rect = world.scaled_out(f)
+        image = Image.open(io.BytesIO(self.photo_png))
+        has_alpha = image.mode == "RGBA"
+        pixels = np.array(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32)
+        t = torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1  # [1, 3|4, H, W]
+        t = F.interpolate(t, size=(lod_rect.h, lod_rect.w), mode="area")[0]
+        rgb = t[:3]
+        # Distance of each lod pixel's centre to the rectangle's border, in world pixels.
+        xs = (torch.arange(lod_rect.w) + lod_rect.x + 0.5) * f
+        ys = (torch.arange(lod_rect.h) + lod_rect.y + 0.5) * f
+        dx = torch.minimum(xs - world.x, world.right - xs)
+        dy = torch.minimum(ys - world.y, world.bottom - ys)
+        distance = torch.minimum(dy[:, None], dx[None, :]).clamp(min=0)
+        weight = (distance / self.feather).clamp(0, 1) if self.feather else (distance > 0).float()
+        weight = weight[None]
+        if has_alpha:
+            weight = weight * (t[3:] + 1) / 2
+        return lod_rect, rgb, weight
+
+    # Serialisation ----------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "rect": list(self.rect),
+            "latent_cells": list(self.latent_cells),
+            "latents": self.latents.to_json(),
+            "noise_origins": [list(o) for o in self.noise_origins],
+            "noises": [n.to_json() for n in self.noises],
+            "z_g": None if self.z_g is None else self.z_g.to_json(),
+            "w_plus": None if self.w_plus is None else self.w_plus.to_json(),
+            "photo_png": None
+            if self.photo_png is None
+            else base64.b64encode(self.photo_png).decode("ascii"),
+            "show_photo": self.show_photo,
+            "feather": self.feather,
+            "surround": self.surround,
+            "salt": self.salt,
+            "psnr": self.psnr,
+        }
+
+    @classmethod
+    def from_json(cls, fields: dict[str, Any]) -> PhotoPlacement:
+        f = dict(fields)
+        known = {x.name for x in dataclasses.fields(cls)}
+        unknown = sorted(set(f) - known)
+        if unknown:
+            raise ValueError(f"photo placement has unknown fields: {', '.join(unknown)}")
+        name = f.get("name", "photo")
+        if not isinstance(name, str):
+            raise ValueError("photo placement name must be text")
+        cells = _rect(f.get("latent_cells"), "latent_cells")
+        latents = PackedTensor.from_json(f.get("latents"), "placement latents")
+        origins = f.get("noise_origins")
+        noises = f.get("noises")
+        if not isinstance(origins, list) or not isinstance(noises, list):
+            raise ValueError("photo placement needs noise maps and their origins")
+        if not all(
+            isinstance(o, list) and len(o) == 2 and all(type(v) is int for v in o) for o in origins
+        ):
+            raise ValueError("photo placement noise origins must be pairs of whole numbers")
+        photo = f.get("photo_png")
+        if photo is not None:
+            try:
+                photo = base64.b64decode(photo, validate=True)
+                Image.open(io.BytesIO(photo)).verify()
+            except (binascii.Error, TypeError, ValueError, OSError, SyntaxError):
+                raise ValueError("photo placement's photo is not a valid PNG") from None
+        flags = {k: f[k] for k in ("show_photo", "feather", "surround", "salt", "psnr") if k in f}
+        if "show_photo" in flags and type(flags["show_photo"]) is not bool:
+            raise ValueError("show_photo must be true or false")
+        for k in ("feather", "surround", "salt"):
+            if k in flags and type(flags[k]) is not int:
+                raise ValueError(f"photo placement {k} must be a whole number")
+        if "psnr" in flags:
+            if type(flags["psnr"]) not in (int, float):
+                raise ValueError("photo placement psnr must be a number")
+            flags["psnr"] = float(flags["psnr"])
+        return cls(
+            name=name,
+            rect=_rect(f.get("rect"), "rect"),
+            latent_cells=cells,
+            latents=latents,
+            noise_origins=tuple((o[0], o[1]) for o in origins),
+            noises=tuple(
+                PackedTensor.from_json(n, f"placement noise {i}") for i, n in enumerate(noises)
+            ),
+            z_g=None if f.get("z_g") is None else PackedTensor.from_json(f["z_g"], "placement z_g"),
+            w_plus=None
+            if f.get("w_plus") is None
+            else PackedTensor.from_json(f["w_plus"], "placement W+"),
+            photo_png=photo,
+            **flags,
+        )
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        small = {
+            k: v
+            for k, v in self.to_json().items()
+            if k not in ("latents", "noises", "z_g", "w_plus", "photo_png", "psnr")
+        }
+        parts = [json.dumps(small, sort_keys=True), self.latents.sha]
+        parts += [n.sha for n in self.noises]
+        parts += [t.sha if t is not None else "-" for t in (self.z_g, self.w_plus)]
+        if self.photo_png is not None:
+            parts.append(hashlib.sha256(self.photo_png).hexdigest()[:16])
+        return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+    def digest(self) -> str:
+        return self._digest
+
+
+@register_edit
+@dataclass(frozen=True)
+class FillBetween(Edit):
+    """Fill the gap between two placed photos with new structure that joins them.
+
+    `cells` is the gap (lattice cells strictly between the two placements' latent cells, in
+    the direction they are apart); `salt` picks the new structure. The two photos' inverted
+    latents bound the gap on both sides, and the structure synthesizer's unfolding carries
+    their structure into it from each side.
+    """
+
+    kind: ClassVar[str] = "fill_between"
+    x: int
+    y: int
+    w: int
+    h: int
+    salt: int
+
+    def __post_init__(self) -> None:
+        if self.w <= 0 or self.h <= 0:
+            raise ValueError("the gap between the photos is empty")
+
+    def cells(self) -> Rect:
+        return Rect(self.x, self.y, self.w, self.h)
+
+    def modify_local_latents(self, z_l: Tensor, cells: Rect, seed: int) -> None:
+        reroll_cells(z_l, cells, self.cells(), seed, self.salt)
+
+    @classmethod
+    def between(cls, a: PhotoPlacement, b: PhotoPlacement, salt: int) -> FillBetween:
+        """The gap between two placements; ValueError when they overlap or are not side by side."""
+        ra, rb = a.latent_rect, b.latent_rect
+        if ra.intersects(rb):
+            raise ValueError("the two photos overlap: there is no gap to fill")
+        left, right = (ra, rb) if ra.x <= rb.x else (rb, ra)
+        top, bottom = (ra, rb) if ra.y <= rb.y else (rb, ra)
+        if left.right <= right.x:  # side by side: fill the columns between, over both heights
+            y0, y1 = min(ra.y, rb.y), max(ra.bottom, rb.bottom)
+            return cls(left.right, y0, right.x - left.right, y1 - y0, salt)
+        if top.bottom <= bottom.y:  # one above the other
+            x0, x1 = min(ra.x, rb.x), max(ra.right, rb.right)
+            return cls(x0, top.bottom, x1 - x0, bottom.y - top.bottom, salt)
+        raise ValueError("the photos are not apart")
