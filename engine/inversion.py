@@ -55,7 +55,7 @@ class InversionSettings:
     steps: int = 100
     lr_structure: float = 0.1  # z_l and z_g (the structure synthesizer's inputs)
     lr_texture: float = 0.1  # W+ and noise (the texture synthesizer's inputs)
-    optimise_style: bool = False  # True also fits z_g and W+ (False keeps the world's style)
+    optimise_style: bool = True  # also fit z_g and W+ (False keeps the world's style)
     mse_weight: float = 1.0
     pyramid_weight: float = 1.0
     pyramid_levels: int = 4
@@ -268,6 +268,7 @@ def invert_photo(
     return PhotoPlacement(
         name=photo.name,
         rect=rect.as_tuple(),
+        cell_px=cfg.cell_px,
         latent_cells=(lx, ly, lw, lh),
         latents=PackedTensor.pack(z_l[0]),
         noise_origins=tuple((r[0], r[1]) for r in rects),

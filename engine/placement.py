@@ -39,6 +39,7 @@ from torch import Tensor
 
 from engine.edits import Edit, PackedTensor, register_edit
 from engine.latents import Stream, field_key, normal_grid
+from engine.styles import Style, StyleLayer
 from engine.tiles import Rect
 
 DEFAULT_FEATHER_PX = 16  # width of the photo's blended border when shown as is
@@ -91,6 +92,7 @@ class PhotoPlacement(Edit):
     kind: ClassVar[str] = "photo"
     name: str
     rect: tuple[int, int, int, int]  # world pixels
+    cell_px: int  # world pixels per lattice cell of the model it was inverted for
     latent_cells: tuple[int, int, int, int]  # lattice cells
     latents: PackedTensor
     noise_origins: tuple[tuple[int, int], ...]
@@ -118,6 +120,8 @@ class PhotoPlacement(Edit):
             raise ValueError("a placement's z_g must be a vector")
         if self.w_plus is not None and len(self.w_plus.shape) != 2:
             raise ValueError("a placement's W+ must be [slots, dim]")
+        if self.cell_px <= 0:
+            raise ValueError("a placement's cell size must be positive")
         if self.feather < 0 or self.surround < 0:
             raise ValueError("feather and surround must not be negative")
 
@@ -133,6 +137,43 @@ class PhotoPlacement(Edit):
 
     def cells(self) -> Rect:
         return self.latent_rect.grown(self.surround)
+
+    @property
+    def style_core(self) -> Rect:
+        """World pixels where the inverted style has full weight: every position any layer
+        of the inversion's window reads (its latent cells, one cell wider for safety), so the
+        photo renders exactly as it was inverted."""
+        c = self.cell_px
+        x, y, w, h = self.latent_cells
+        # lattice cell k is centred on pixel c * k - 2 * (c - 1) (engine.world._coordinates)
+        return Rect(c * x - 2 * c - c, c * y - 2 * c - c, c * (w + 2), c * (h + 2))
+
+    @property
+    def style_fade(self) -> int:
+        """World pixels over which the style fades into the world's around the core."""
+        return 8 * self.cell_px
+
+    @functools.cached_property
+    def _style_layer(self) -> StyleLayer | None:
+        if self.z_g is None:
+            return None
+        w_plus = None if self.w_plus is None else self.w_plus.unpack()
+        style = Style.from_tensors(self.z_g.unpack(), w_plus)
+        return StyleLayer(style, self.style_core.grown(self.style_fade + 1), self._style_alpha)
+
+    def style_layer(self) -> StyleLayer | None:
+        """The inverted style: weight 1 over `style_core`, a smoothstep to 0 `style_fade`
+        pixels outside it, so the surroundings take on the photo's look and blend into the
+        world's style (None when the inversion kept the world's style)."""
+        return self._style_layer
+
+    def _style_alpha(self, xs: Tensor, ys: Tensor) -> Tensor:
+        core = self.style_core
+        dx = (core.x - xs).clamp(min=0) + (xs - (core.right - 1)).clamp(min=0)  # [W]
+        dy = (core.y - ys).clamp(min=0) + (ys - (core.bottom - 1)).clamp(min=0)  # [H]
+        distance = torch.hypot(dy[:, None], dx[None, :])  # [H, W]
+        t = (1 - distance / self.style_fade).clamp(0, 1)
+        return t * t * (3 - 2 * t)
 
     def with_salt(self, salt: int) -> PhotoPlacement:
         """The same placement with another continuation of its surroundings."""
@@ -202,6 +243,7 @@ class PhotoPlacement(Edit):
             "kind": self.kind,
             "name": self.name,
             "rect": list(self.rect),
+            "cell_px": self.cell_px,
             "latent_cells": list(self.latent_cells),
             "latents": self.latents.to_json(),
             "noise_origins": [list(o) for o in self.noise_origins],
@@ -219,7 +261,7 @@ class PhotoPlacement(Edit):
         }
 
     @classmethod
-    def from_json(cls, fields: dict[str, Any]) -> PhotoPlacement:
+    def from_json_fields(cls, fields: dict[str, Any]) -> PhotoPlacement:
         f = dict(fields)
         known = {x.name for x in dataclasses.fields(cls)}
         unknown = sorted(set(f) - known)
@@ -229,6 +271,9 @@ class PhotoPlacement(Edit):
         if not isinstance(name, str):
             raise ValueError("photo placement name must be text")
         cells = _rect(f.get("latent_cells"), "latent_cells")
+        cell_px = f.get("cell_px")
+        if type(cell_px) is not int or cell_px <= 0:
+            raise ValueError("photo placement cell_px must be a positive whole number")
         latents = PackedTensor.from_json(f.get("latents"), "placement latents")
         origins = f.get("noise_origins")
         noises = f.get("noises")
@@ -258,6 +303,7 @@ class PhotoPlacement(Edit):
         return cls(
             name=name,
             rect=_rect(f.get("rect"), "rect"),
+            cell_px=cell_px,
             latent_cells=cells,
             latents=latents,
             noise_origins=tuple((o[0], o[1]) for o in origins),

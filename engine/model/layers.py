@@ -4,12 +4,13 @@ Descends from StyleGAN2 (Karras et al. 2020) as re-implemented by the InfinityGA
 authors; every layer here is padding-free unless it says otherwise, and no custom
 CUDA op is needed: the fused bias + leaky ReLU and the blurs are ordinary ops.
 
-Legend: B batch, C channels, H/W pixels, D style size.
+Legend: B batch, C channels, H/W pixels, D style size, K styles blended per pixel.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,21 @@ class EqualConv2d(nn.Module):
         )
 
 
+@dataclass(frozen=True, eq=False)
+class SpatialStyle:
+    """K styles blended per pixel: style(x) = sum_k weights[:, k](x) * styles[k].
+
+    `weights_in` holds the blend at the conv's input pixels, `weights_out` at its output
+    pixels (the same positions for a 1 x 1 conv); both are >= 0 and sum to 1 over K at
+    every pixel. Modulation is affine in the style, so blending styles equals blending
+    the modulations s_k they produce (spatial style fusion, INFINITYGAN.md section 7).
+    """
+
+    styles: Tensor  # [K, D]
+    weights_in: Tensor  # [B, K, H, W]
+    weights_out: Tensor  # [B, K, H', W']
+
+
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated (and optionally demodulated) convolution, padding-free.
 
@@ -145,7 +161,10 @@ class ModulatedConv2d(nn.Module):
       plain batched conv runs (the fast path for a world with one style);
     - one style per sample ([B, D]): the input activations are scaled and the output
       demodulated per sample, around one shared-weight conv (no grouped conv, so
-      training batches stay fast and bf16-friendly).
+      training batches stay fast and bf16-friendly);
+    - a blend of styles per pixel (`SpatialStyle`): the same, with the scale s(x) a
+      per-pixel mix of K modulations and the demodulation evaluated at each output pixel
+      from the blend there (exact, unlike the official code's resized input-side map).
 
     `input_gain` multiplies the input (folded into the weights, after demodulation): it
     carries the sqrt(2) of the previous layer's activation when that layer leaves it out.
@@ -172,8 +191,12 @@ class ModulatedConv2d(nn.Module):
         if upsample:
             self.blur = Blur([1, 2, 1], gain=4.0)
 
-    def forward(self, x: Tensor, style: Tensor, bias: Tensor | None = None) -> Tensor:
-        # x [B, Cin, H, W], style [1 or B, D], bias [Cout] -> [B, Cout, H', W']
+    def forward(
+        self, x: Tensor, style: Tensor | SpatialStyle, bias: Tensor | None = None
+    ) -> Tensor:
+        # x [B, Cin, H, W], style [1 or B, D] or SpatialStyle, bias [Cout] -> [B, Cout, H', W']
+        if isinstance(style, SpatialStyle):
+            return self._forward_spatial(x, style, bias)
         s = self.modulation(style)  # [b, Cin]
         weight = self.weight * self.scale  # [Cout, Cin, k, k]
         if s.shape[0] == 1:
@@ -187,6 +210,32 @@ class ModulatedConv2d(nn.Module):
             demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)  # [B, Cout]
             out = out * demod.view(*demod.shape, 1, 1).to(out.dtype)
         return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+
+    def _forward_spatial(self, x: Tensor, style: SpatialStyle, bias: Tensor | None) -> Tensor:
+        # x [B, Cin, H, W], style.weights_in [B, K, H, W], weights_out [B, K, H', W']
+        s = self.modulation(style.styles).float()  # [K, Cin]
+        weight = self.weight * self.scale  # [Cout, Cin, k, k]
+        with torch.autocast(x.device.type, enabled=False):
+            s_in = torch.einsum("bkhw,kc->bchw", style.weights_in.float(), s)  # [B, Cin, H, W]
+        out = self._conv(x * s_in.to(x.dtype), weight * self.input_gain, None)
+        if self.demodulate:
+            with torch.autocast(x.device.type, enabled=False):
+                out = out * self._spatial_demodulation(s, weight.float(), style).to(out.dtype)
+        return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+
+    @staticmethod
+    def _spatial_demodulation(s: Tensor, weight: Tensor, style: SpatialStyle) -> Tensor:
+        """rsqrt(sum_i (sum_k m_k s_ki)^2 sum_taps W_oi^2) at every output pixel: [B, Cout, H', W'].
+
+        Expanded as the quadratic form sum_{k,l} m_k m_l Q_okl with Q_okl = sum_i s_ki s_li
+        sum_taps W_oi^2, so the per-pixel work is K^2 per output channel, not Cin.
+        """
+        k = s.shape[0]
+        w2 = weight.pow(2).sum([2, 3])  # [Cout, Cin]
+        q = torch.einsum("ki,li,oi->okl", s, s, w2).reshape(w2.shape[0], k * k)  # [Cout, K*K]
+        m = style.weights_out.float()  # [B, K, H', W']
+        pairs = (m[:, :, None] * m[:, None]).flatten(1, 2)  # [B, K*K, H', W']
+        return torch.rsqrt(torch.einsum("bphw,op->bohw", pairs, q) + 1e-8)
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         weight = weight.to(x.dtype)
@@ -224,7 +273,9 @@ class StyledConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.output_gain = output_gain
 
-    def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, style: Tensor | SpatialStyle, noise: Tensor | None = None
+    ) -> Tensor:
         # x [B, Cin, H, W], noise [B, 1, H', W'] or None (no noise) -> [B, Cout, H', W']
         out = self.conv(x, style, self.bias)
         if noise is not None and self.noise_strength is not None:
@@ -249,7 +300,7 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(3))
         self.register_buffer("upsample_kernel", binomial_kernel([1, 2, 1], 4.0), persistent=False)
 
-    def forward(self, x: Tensor, style: Tensor, skip: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor | SpatialStyle, skip: Tensor | None) -> Tensor:
         # x [B, Cin, H, W], skip [B, 3, S, S] with 2S - 5 = H -> [B, 3, H, W]
         rgb = self.conv(x, style, self.bias)
         if skip is None:

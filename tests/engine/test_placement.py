@@ -10,7 +10,7 @@ import torch
 
 from engine import FillBetween, InversionSettings, Photo, PhotoPlacement, World, invert_photo
 from engine.checkpoint import load_generator
-from engine.edits import RerollRegion, edit_from_json
+from engine.edits import edit_from_json
 from engine.inversion import psnr
 from engine.tiles import Rect
 
@@ -34,11 +34,9 @@ def generator():
 
 @pytest.fixture(scope="module")
 def known_target(generator) -> np.ndarray:
-    """An image the model itself generated with known latents (new structure at RECT)."""
-    source = World(generator, seed=0)
-    c = generator.config.cell_px
-    source.apply(RerollRegion(RECT.x // c - 20, RECT.y // c - 20, 46, 46, salt=5))
-    return source.render(RECT)
+    """An image the model itself generated with known latents: another world's style,
+    local latents and noise at RECT."""
+    return World(generator, seed=1).render(RECT)
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +91,17 @@ def test_surroundings_continue_the_photo_and_far_surroundings_change_on_reroll(
     assert continued <= 1.5, continued
     assert continued < naive
 
+    # Re-rolls: the far surroundings (beyond the inverted latent cells) change, the photo stays.
+    frame = RECT.grown(160)
+    inner = Rect(RECT.x - frame.x, RECT.y - frame.y, RECT.w, RECT.h)
     first = World(generator, seed=0)
     first.apply(placement.with_salt(1))
     second = World(generator, seed=0)
     second.apply(placement.with_salt(2))
     a, b = first.render(frame), second.render(frame)
-    far = (slice(0, 24), slice(None))  # 40 px and more above the photo
+    far = (slice(0, 40), slice(None))  # 120 px and more above the photo
     changed = (np.abs(a[far].astype(int) - b[far].astype(int)) > 16).mean()
-    assert changed > 0.1, changed  # the far surroundings differ between re-rolls
+    assert changed > 0.25, changed
     inside = (slice(inner.y + 8, inner.bottom - 8), slice(inner.x + 8, inner.right - 8))
     for image in (a, b):  # while the photo stays
         assert psnr(as_float(image[inside]), as_float(known_target[8:-8, 8:-8])) >= 22
@@ -181,7 +182,7 @@ def test_fill_between_regenerates_only_the_gap(generator, placement) -> None:
     c = generator.config.cell_px
     shift = placement.latent_cells[2] + 6  # cells: a gap of 6 cells between the two
     x, y, w, h = placement.latent_cells
-    right = PhotoPlacement.from_json(
+    right = PhotoPlacement.from_json_fields(
         {
             **{k: v for k, v in placement.to_json().items() if k != "kind"},
             "rect": [placement.rect[0] + shift * c, *placement.rect[1:]],
