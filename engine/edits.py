@@ -68,6 +68,12 @@ class Edit(ABC):
         """The style this edit paints and where (see engine.styles.StyleLayer); None: none."""
         return None
 
+    def style_layers(self) -> tuple[StyleLayer, ...]:
+        """Every style layer of this edit, composited in order (default: `style_layer()`);
+        an edit that paints more than one style (a blend between two photos) overrides it."""
+        layer = self.style_layer()
+        return () if layer is None else (layer,)
+
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
 
@@ -357,12 +363,13 @@ def edit_cells(edit: Edit, stages: int) -> Rect:
     """All lattice cells whose inputs `edit` changes, for a model with `stages` texture
     stages: its `cells()` plus the cells whose layers can read its style layer."""
     cells = edit.cells()
-    layer = edit.style_layer()
-    if layer is None or layer.bounds.area == 0:
-        return cells
-    b = layer.bounds
-    painted = Rect(*cells_touching_pixels(b.x, b.y, b.right, b.bottom, stages))
-    return painted if cells.area == 0 else cells.union(painted)
+    for layer in edit.style_layers():
+        if layer.bounds.area == 0:
+            continue
+        b = layer.bounds
+        painted = Rect(*cells_touching_pixels(b.x, b.y, b.right, b.bottom, stages))
+        cells = painted if cells.area == 0 else cells.union(painted)
+    return cells
 
 
 def edits_digest(edits: tuple[Edit, ...] | list[Edit], cells: Rect, *, stages: int) -> str:

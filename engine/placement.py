@@ -161,6 +161,12 @@ class PhotoPlacement(Edit):
         style = Style.from_tensors(self.z_g.unpack(), w_plus)
         return StyleLayer(style, self.style_core.grown(self.style_fade + 1), self._style_alpha)
 
+    @property
+    def style(self) -> Style | None:
+        """The inverted style (None: the inversion kept the world's style)."""
+        layer = self._style_layer
+        return None if layer is None else layer.style
+
     def style_layer(self) -> StyleLayer | None:
         """The inverted style: weight 1 over `style_core`, a smoothstep to 0 `style_fade`
         pixels outside it, so the surroundings take on the photo's look and blend into the
@@ -339,12 +345,16 @@ class PhotoPlacement(Edit):
 @register_edit
 @dataclass(frozen=True)
 class FillBetween(Edit):
-    """Fill the gap between two placed photos with new structure that joins them.
+    """Fill the gap between two placed photos so that one flows into the other.
 
-    `cells` is the gap (lattice cells strictly between the two placements' latent cells, in
-    the direction they are apart); `salt` picks the new structure. The two photos' inverted
-    latents bound the gap on both sides, and the structure synthesizer's unfolding carries
-    their structure into it from each side.
+    `x, y, w, h` are the gap's lattice cells (strictly between the two placements' latent
+    cells), re-rolled with `salt`: new structure there, which the structure synthesizer
+    joins to the inverted latents on both sides. `gap_px` (world pixels, between the two
+    placements' full-style cores) carries the styles: `first` (the photo on the left, or
+    above) at full weight, `second` over it with a weight rising smoothly from 0 to 1
+    across the gap, so the look changes gradually from one photo to the other (the paper's
+    inbetweening). Across the other axis the blend fades out over `fade_px` pixels.
+    A style of None is the world's base style (a placement inverted without its style).
     """
 
     kind: ClassVar[str] = "fill_between"
@@ -353,10 +363,20 @@ class FillBetween(Edit):
     w: int
     h: int
     salt: int
+    axis: str = "x"  # "x": side by side, "y": one above the other
+    gap_px: tuple[int, int, int, int] = (0, 0, 0, 0)
+    fade_px: int = 0
+    first: Style | None = None
+    second: Style | None = None
 
     def __post_init__(self) -> None:
         if self.w <= 0 or self.h <= 0:
             raise ValueError("the gap between the photos is empty")
+        if self.axis not in ("x", "y"):
+            raise ValueError(f"axis must be 'x' or 'y', got {self.axis!r}")
+        if self.fade_px < 0:
+            raise ValueError("fade_px must not be negative")
+        object.__setattr__(self, "gap_px", tuple(int(v) for v in self.gap_px))
 
     def cells(self) -> Rect:
         return Rect(self.x, self.y, self.w, self.h)
@@ -364,18 +384,116 @@ class FillBetween(Edit):
     def modify_local_latents(self, z_l: Tensor, cells: Rect, seed: int) -> None:
         reroll_cells(z_l, cells, self.cells(), seed, self.salt)
 
+    def style_layers(self) -> tuple[StyleLayer, ...]:
+        gap = Rect(*self.gap_px)
+        if gap.area == 0 or (self.first is None and self.second is None):
+            return ()
+        f = self.fade_px
+        bounds = gap.grown(f + 1)
+        bounds = (
+            Rect(gap.x, bounds.y, gap.w, bounds.h)
+            if self.axis == "x"
+            else Rect(bounds.x, gap.y, bounds.w, gap.h)
+        )
+        return (
+            StyleLayer(self.first, bounds, self._alpha_first),
+            StyleLayer(self.second, bounds, self._alpha_second),
+        )
+
+    def _along_across(self, xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
+        """(progress t [H, W] in [0, 1] across the gap, or -1 outside it; across-weight [H, W])."""
+        gap = Rect(*self.gap_px)
+        if self.axis == "y":
+            xs, ys = ys, xs
+            gap = Rect(gap.y, gap.x, gap.h, gap.w)
+        t = (xs - gap.x + 0.5) / gap.w  # [W]
+        t = torch.where((xs >= gap.x) & (xs < gap.right), t, torch.full_like(t, -1.0))
+        outside = (gap.y - ys).clamp(min=0) + (ys - (gap.bottom - 1)).clamp(min=0)  # [H]
+        across = (1 - outside / self.fade_px).clamp(0, 1) if self.fade_px else (outside == 0)
+        across = across.float()
+        across = across * across * (3 - 2 * across)
+        t2, a2 = t[None, :].expand(len(ys), -1), across[:, None].expand(-1, len(xs))
+        if self.axis == "y":
+            t2, a2 = t2.t(), a2.t()
+        return t2, a2
+
+    def _alpha_first(self, xs: Tensor, ys: Tensor) -> Tensor:
+        t, across = self._along_across(xs, ys)
+        return (t >= 0).float() * across
+
+    def _alpha_second(self, xs: Tensor, ys: Tensor) -> Tensor:
+        t, across = self._along_across(xs, ys)
+        t = t.clamp(0, 1) * (t >= 0).float()
+        return t * t * (3 - 2 * t) * across
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "x": self.x,
+            "y": self.y,
+            "w": self.w,
+            "h": self.h,
+            "salt": self.salt,
+            "axis": self.axis,
+            "gap_px": list(self.gap_px),
+            "fade_px": self.fade_px,
+            "first": None if self.first is None else self.first.to_json(),
+            "second": None if self.second is None else self.second.to_json(),
+        }
+
+    @classmethod
+    def from_json_fields(cls, fields: dict[str, Any]) -> FillBetween:
+        f = dict(fields)
+        for key in ("x", "y", "w", "h", "salt", "fade_px"):
+            if type(f.get(key, 0)) is not int:
+                raise ValueError(f"fill-between {key} must be a whole number")
+        gap = f.pop("gap_px", [0, 0, 0, 0])
+        if not (isinstance(gap, list) and len(gap) == 4 and all(type(v) is int for v in gap)):
+            raise ValueError("fill-between gap_px must be four whole numbers")
+        if gap[2] < 0 or gap[3] < 0:
+            raise ValueError("fill-between gap_px must not have a negative size")
+        styles = {k: f.pop(k, None) for k in ("first", "second")}
+        return cls(
+            **f,
+            gap_px=(gap[0], gap[1], gap[2], gap[3]),
+            **{k: None if v is None else Style.from_json(v) for k, v in styles.items()},
+        )
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        return Edit.digest(self)
+
+    def digest(self) -> str:
+        return self._digest
+
     @classmethod
     def between(cls, a: PhotoPlacement, b: PhotoPlacement, salt: int) -> FillBetween:
-        """The gap between two placements; ValueError when they overlap or are not side by side."""
+        """The fill of the gap between two placements; ValueError when there is none."""
         ra, rb = a.latent_rect, b.latent_rect
-        if ra.intersects(rb):
+        if a.world_rect.intersects(b.world_rect):
             raise ValueError("the two photos overlap: there is no gap to fill")
-        left, right = (ra, rb) if ra.x <= rb.x else (rb, ra)
-        top, bottom = (ra, rb) if ra.y <= rb.y else (rb, ra)
-        if left.right <= right.x:  # side by side: fill the columns between, over both heights
+        if ra.intersects(rb):
+            raise ValueError(
+                "the two photos are too close: their inverted surroundings already join "
+                f"(leave a gap of at least {ra.w * a.cell_px - a.rect[2]} pixels)"
+            )
+        (left, lp), (right, rp) = sorted(((ra, a), (rb, b)), key=lambda item: item[0].x)
+        (top, tp), (bottom, bp) = sorted(((ra, a), (rb, b)), key=lambda item: item[0].y)
+        fade = max(a.style_fade, b.style_fade)
+        if left.right <= right.x:  # side by side: the columns between, over both heights
             y0, y1 = min(ra.y, rb.y), max(ra.bottom, rb.bottom)
-            return cls(left.right, y0, right.x - left.right, y1 - y0, salt)
-        if top.bottom <= bottom.y:  # one above the other
-            x0, x1 = min(ra.x, rb.x), max(ra.right, rb.right)
-            return cls(x0, top.bottom, x1 - x0, bottom.y - top.bottom, salt)
-        raise ValueError("the photos are not apart")
+            cl, cr = lp.style_core, rp.style_core
+            py0, py1 = min(cl.y, cr.y), max(cl.bottom, cr.bottom)
+            gap = (cl.right, py0, max(0, cr.x - cl.right), py1 - py0)
+            return cls(
+                left.right, y0, right.x - left.right, y1 - y0, salt, "x", gap, fade,
+                lp.style, rp.style,
+            )  # fmt: skip
+        x0, x1 = min(ra.x, rb.x), max(ra.right, rb.right)
+        ct, cb = tp.style_core, bp.style_core
+        px0, px1 = min(ct.x, cb.x), max(ct.right, cb.right)
+        gap = (px0, ct.bottom, px1 - px0, max(0, cb.y - ct.bottom))
+        return cls(
+            x0, top.bottom, x1 - x0, bottom.y - top.bottom, salt, "y", gap, fade,
+            tp.style, bp.style,
+        )  # fmt: skip

@@ -432,7 +432,7 @@ class World:
     ) -> list[tuple[ResolvedStyle | StyleBlend, list[int]]]:
         """Windows grouped by how they are styled: one group per single style (the base
         style for windows no style layer reaches), one group per window that blends."""
-        layers = [layer for edit in edits if (layer := edit.style_layer()) is not None]
+        layers = [layer for edit in edits for layer in edit.style_layers()]
         base = ResolvedStyle(self.z_g, self.w)
         if not layers:
             return [(base, list(range(len(windows))))]

@@ -195,6 +195,9 @@ def test_fill_between_regenerates_only_the_gap(generator, placement) -> None:
     )
     fill = FillBetween.between(placement, right, salt=9)
     assert fill.cells() == Rect(x + w, y, 6, h)
+    assert len(fill.style_layers()) == 2  # the left photo's style, the right one's over it
+    loaded = edit_from_json(json.loads(json.dumps(fill.to_json())))
+    assert isinstance(loaded, FillBetween) and loaded.digest() == fill.digest()
     world = World(generator, seed=0)
     world.apply(placement)
     world.apply(right)
@@ -204,3 +207,12 @@ def test_fill_between_regenerates_only_the_gap(generator, placement) -> None:
     assert not np.array_equal(before, after)
     with pytest.raises(ValueError, match="overlap"):
         FillBetween.between(placement, placement, salt=1)
+    near = PhotoPlacement.from_json_fields(
+        {
+            **{k: v for k, v in placement.to_json().items() if k != "kind"},
+            "rect": [placement.rect[0] + (w - 4) * c, *placement.rect[1:]],
+            "latent_cells": [x + w - 4, y, w, h],
+        }
+    )
+    with pytest.raises(ValueError, match="too close"):
+        FillBetween.between(placement, near, salt=1)
