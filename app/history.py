@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from engine.edits import Edit, RerollRegion
+from engine.edits import Edit, RerollRegion, StyleStroke
 from engine.world import World
 
 
@@ -20,6 +20,14 @@ def describe(edit: Edit) -> str:
     """A history-panel line for an edit."""
     if isinstance(edit, RerollRegion):
         return f"Re-roll {edit.w}×{edit.h} cells at ({edit.x}, {edit.y})"
+    if isinstance(edit, StyleStroke):
+        x, y = edit.points[0]
+        where = f"from ({x:,.0f}, {y:,.0f}), radius {edit.radius:,.0f}"
+        if edit.style is None:
+            return f"Erase {where}"
+        if edit.style.seed is not None:
+            return f"Paint style of seed {edit.style.seed} {where}"
+        return f"Paint style {where}"
     return edit.kind.capitalize()
 
 
