@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import enum
 import math
+from pathlib import Path
+from typing import Protocol
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal
 from PySide6.QtGui import (
     QColor,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
     QKeyEvent,
     QMouseEvent,
     QNativeGestureEvent,
@@ -46,6 +51,24 @@ class Tool(enum.Enum):
     BRUSH = "brush"
 
 
+class CanvasInteraction(Protocol):
+    """Something floating over the canvas that takes the mouse first (a photo being placed).
+
+    Points are world pixels; each handler returns True when it took the event."""
+
+    def press(self, world: tuple[float, float]) -> bool: ...
+
+    def drag(self, world: tuple[float, float]) -> None: ...
+
+    def release(self) -> None: ...
+
+    def wheel(self, steps: float, world: tuple[float, float]) -> bool: ...
+
+    def key(self, key: int) -> bool: ...
+
+    def paint(self, painter: QPainter, viewport: Viewport) -> None: ...
+
+
 class Canvas(TileView):
     """The main view. Emits `cursorMoved(x, y)` in world pixels (`cursorLeft()` off it)."""
 
@@ -54,6 +77,7 @@ class Canvas(TileView):
     regionSelected = Signal(object)  # Rect of lattice cells
     areaSelected = Signal(object)  # Rect of world pixels
     strokeFinished = Signal(object)  # tuple of (x, y) world pixels along the brush stroke
+    filesDropped = Signal(object, float, float)  # list of Paths, world point of the drop
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, request_interval_ms=16)
@@ -68,6 +92,9 @@ class Canvas(TileView):
         self.brush_softness = 0.5  # fraction of the radius that fades
         self._stroke: list[tuple[float, float]] | None = None  # world points being painted
         self._hover: QPointF | None = None  # widget position of the mouse (brush outline)
+        self.interaction: CanvasInteraction | None = None
+        self._interacting = False
+        self.setAcceptDrops(True)
         self._update_cursor()
 
     # Tools ------------------------------------------------------------------------------
@@ -151,6 +178,8 @@ class Canvas(TileView):
         return cells_under(self._band[0], self._band[1], self._band_unit())
 
     def paint_overlay(self, painter: QPainter) -> None:
+        if self.interaction is not None:
+            self.interaction.paint(painter, self.viewport)
         self._paint_brush(painter)
         cells = self.band_cells()
         if cells is None:
@@ -214,6 +243,15 @@ class Canvas(TileView):
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()
         pos = event.position()
+        world = self.viewport.to_world(pos.x(), pos.y())
+        if (
+            button == Qt.MouseButton.LeftButton
+            and self.interaction
+            and self.interaction.press(world)
+        ):
+            self._interacting = True
+            event.accept()
+            return
         if button == Qt.MouseButton.MiddleButton or (
             button == Qt.MouseButton.LeftButton and self._tool is Tool.PAN
         ):
@@ -234,6 +272,11 @@ class Canvas(TileView):
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         pos = event.position()
+        if self._interacting and self.interaction is not None:
+            self.interaction.drag(self.viewport.to_world(pos.x(), pos.y()))
+            self.update()
+            event.accept()
+            return
         if self._pan_from is not None:
             delta = pos - self._pan_from
             self._pan_from = pos
@@ -252,6 +295,12 @@ class Canvas(TileView):
         event.accept()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._interacting:
+            self._interacting = False
+            if self.interaction is not None:
+                self.interaction.release()
+            event.accept()
+            return
         if self._pan_from is not None and event.button() in (
             Qt.MouseButton.LeftButton,
             Qt.MouseButton.MiddleButton,
@@ -290,6 +339,13 @@ class Canvas(TileView):
     def wheelEvent(self, event: QWheelEvent) -> None:
         pixels = event.pixelDelta()
         ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if ctrl and self.interaction is not None and event.angleDelta().y():
+            pos = event.position()
+            world = self.viewport.to_world(pos.x(), pos.y())
+            if self.interaction.wheel(event.angleDelta().y() / 120, world):
+                self.update()
+                event.accept()
+                return
         if not pixels.isNull() and not ctrl:  # a touchpad's two-finger scroll pans
             self.pan_by(pixels.x(), pixels.y())
         else:
@@ -310,7 +366,29 @@ class Canvas(TileView):
                 return True
         return super().event(event)
 
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            event.ignore()
+            return
+        pos = event.position()
+        self.filesDropped.emit(paths, *self.viewport.to_world(pos.x(), pos.y()))
+        event.acceptProposedAction()
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        if self.interaction is not None and self.interaction.key(event.key()):
+            self.update()
+            event.accept()
+            return
         shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         fraction = 0.5 if shift else KEY_PAN_FRACTION
         dx, dy = self.width() * fraction, self.height() * fraction

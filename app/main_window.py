@@ -58,6 +58,7 @@ from app.settings import Settings
 from app.style_panel import BrushSettings, StylePanel
 from app.training_tab import TrainingTab
 from app.viewport import zoom_label
+from app.window_photos import PhotoCommands
 from app.window_projects import ProjectCommands
 from app.workers import TaskRunner, rgb_to_qimage
 from app.world_panel import WorldPanel
@@ -81,7 +82,7 @@ def about_text() -> str:
     return f"{APP_NAME} {app_version()}\n\n{DESCRIPTION}"
 
 
-class MainWindow(ProjectCommands, QMainWindow):
+class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
     """The explorer. `model`, `settings` and `paths` may be injected (tests, benchmarks);
     by default the default model is loaded and the user's settings and folders are used.
     """
@@ -139,6 +140,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.world_panel = WorldPanel()
         self.style_panel = StylePanel()
         self._thumbnail_world: object | None = None  # the World the thumbnails show
+        self._build_photo_tools()
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
@@ -264,6 +266,8 @@ class MainWindow(ProjectCommands, QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.open_checkpoint_action)
         file_menu.addSeparator()
+        file_menu.addAction(self.place_photo_action)
+        file_menu.addSeparator()
         file_menu.addAction(self.export_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
@@ -335,6 +339,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.navigator_dock = self._dock("Navigator", "navigator", self.navigator)
         self.world_dock = self._dock("World", "world", self.world_panel)
         self.styles_dock = self._dock("Styles", "styles", self.style_panel)
+        self.photo_dock = self._photo_dock()
         self.history_view = QUndoView(self.undo_stack)
         self.history_view.setEmptyLabel("Start")
         self.history_dock = self._dock("History", "history", self.history_view)
@@ -374,6 +379,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.canvas.renderError.connect(self._render_error)
         self.navigator.jumpRequested.connect(lambda x, y: self.canvas.center_on(x, y))
         self.session.edited.connect(self._world_edited)
+        self._connect_photo_tools()
         self.undo_stack.cleanChanged.connect(self._update_title)
         self.undo_stack.indexChanged.connect(self._update_title)
         panel = self.world_panel
@@ -762,6 +768,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self._autosave_timer.stop()
         if self.export_dialog is not None:
             self.export_dialog.shutdown()  # cancels a running export and joins its thread
+        self.placer.shutdown()  # cancels an inversion and joins its thread
         self.canvas.set_feed(None)
         self.navigator.set_feed(None)
         self.tasks.shutdown()

@@ -155,7 +155,7 @@ class World:
         return edit
 
     def replace(self, old: Edit, new: Edit) -> None:
-        """Put `new` where `old` is in the log (e.g. a re-rolled placement); clears redo.
+        """Put `new` where `old` is in the log (e.g. a re-rolled placement); redo is kept.
 
         ValueError when `old` is not in the log.
         """
@@ -164,7 +164,6 @@ class World:
             if index is None:
                 raise ValueError("that edit is not in the world's log")
             self._edits = (*self._edits[:index], new, *self._edits[index + 1 :])
-            self._redo.clear()
         self._changed(old)
         self._changed(new)
 
