@@ -83,7 +83,13 @@ class Edit(ABC):
         return cls(**fields)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+        # Memoised: tiles ask for it on every request, and a style may hold thousands of
+        # numbers. Edits are frozen, so the value never changes (fields define equality).
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            text = json.dumps(self.to_json(), sort_keys=True)
+            cached = self.__dict__["_digest"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return cached
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,10 @@ class StyleStroke(Edit):
         return Rect(x0, y0, x1 - x0, y1 - y0)
 
     def style_layer(self) -> StyleLayer:
-        return StyleLayer(self.style, self.bounds(), self.alpha)
+        layer = self.__dict__.get("_layer")  # memoised, as `digest`
+        if layer is None:
+            layer = self.__dict__["_layer"] = StyleLayer(self.style, self.bounds(), self.alpha)
+        return layer
 
     def alpha(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Brush opacity [H, W] at world pixels xs [W] x ys [H] (see the class docstring)."""

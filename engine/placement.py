@@ -459,13 +459,6 @@ class FillBetween(Edit):
             **{k: None if v is None else Style.from_json(v) for k, v in styles.items()},
         )
 
-    @functools.cached_property
-    def _digest(self) -> str:
-        return Edit.digest(self)
-
-    def digest(self) -> str:
-        return self._digest
-
     @classmethod
     def between(cls, a: PhotoPlacement, b: PhotoPlacement, salt: int) -> FillBetween:
         """The fill of the gap between two placements; ValueError when there is none."""

@@ -212,20 +212,56 @@ class ModulatedConv2d(nn.Module):
         return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
 
     def _forward_spatial(self, x: Tensor, style: SpatialStyle, bias: Tensor | None) -> Tensor:
+        """The per-pixel path, paid for only where the blend differs from one style.
+
+        With r the style that covers most input pixels alone, s(x) = s_r + delta(x) where
+        delta is zero outside a box, and the conv is linear, so
+
+            conv(x * s(x), W) = conv(x, W s_r) + conv(x * delta, W)   (second term: box only)
+
+        and the output is demodulated by d_r (folded into the weights) times d(x) / d_r
+        (applied only where the output blend differs from style r). Far from where styles
+        meet, the work is the one-style path's.
+        """
         # x [B, Cin, H, W], style.weights_in [B, K, H, W], weights_out [B, K, H', W']
         s = self.modulation(style.styles).float()  # [K, Cin]
-        weight = self.weight * self.scale  # [Cout, Cin, k, k]
-        with torch.autocast(x.device.type, enabled=False):
-            s_in = torch.einsum("bkhw,kc->bchw", style.weights_in.float(), s)  # [B, Cin, H, W]
-        out = self._conv(x * s_in.to(x.dtype), weight * self.input_gain, None)
+        weight = (self.weight * self.scale).float()  # [Cout, Cin, k, k]
+        w_in, w_out = style.weights_in.float(), style.weights_out.float()
+        ref = int((w_in == 1.0).sum(dim=(0, 2, 3)).argmax())
+        modulated = weight * s[ref].view(1, -1, 1, 1)
+        d_ref = torch.ones(weight.shape[0], device=weight.device)  # [Cout]
         if self.demodulate:
-            with torch.autocast(x.device.type, enabled=False):
-                out = out * self._spatial_demodulation(s, weight.float(), style).to(out.dtype)
-        return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+            d_ref = torch.rsqrt(modulated.pow(2).sum([1, 2, 3]) + 1e-8)
+        out = self._conv(x, modulated * d_ref.view(-1, 1, 1, 1) * self.input_gain, bias)
+        with torch.autocast(x.device.type, enabled=False):
+            box = _box_where_not(w_in[:, ref], halo=weight.shape[-1] - 1)
+            if box is not None:
+                y0, y1, x0, x1 = box
+                delta = torch.einsum(
+                    "bkhw,kc->bchw", w_in[:, :, y0:y1, x0:x1], s - s[ref]
+                )  # [B, Cin, h, w]
+                part = x[:, :, y0:y1, x0:x1]
+                corr = self._conv(part * delta.to(x.dtype), weight * self.input_gain, None)
+                oy, ox = (2 * y0, 2 * x0) if self.upsample else (y0, x0)
+                h, w = corr.shape[-2:]
+                out[:, :, oy : oy + h, ox : ox + w] += corr * d_ref.view(1, -1, 1, 1).to(corr.dtype)
+            box = _box_where_not(w_out[:, ref], halo=0) if self.demodulate else None
+            if box is not None:
+                y0, y1, x0, x1 = box
+                ratio = self._spatial_demodulation(s, weight, w_out[:, :, y0:y1, x0:x1])
+                ratio = (ratio / d_ref.view(1, -1, 1, 1)).to(out.dtype)  # [B, Cout, h, w]
+                region = out[:, :, y0:y1, x0:x1]
+                if bias is None:
+                    region *= ratio
+                else:  # the bias comes after the demodulation
+                    b = bias.view(1, -1, 1, 1).to(out.dtype)
+                    region.sub_(b).mul_(ratio).add_(b)
+        return out
 
     @staticmethod
-    def _spatial_demodulation(s: Tensor, weight: Tensor, style: SpatialStyle) -> Tensor:
-        """rsqrt(sum_i (sum_k m_k s_ki)^2 sum_taps W_oi^2) at every output pixel: [B, Cout, H', W'].
+    def _spatial_demodulation(s: Tensor, weight: Tensor, m: Tensor) -> Tensor:
+        """rsqrt(sum_i (sum_k m_k s_ki)^2 sum_taps W_oi^2) at every pixel of the blend
+        m [B, K, H, W]: [B, Cout, H, W].
 
         Expanded as the quadratic form sum_{k,l} m_k m_l Q_okl with Q_okl = sum_i s_ki s_li
         sum_taps W_oi^2, so the per-pixel work is K^2 per output channel, not Cin.
@@ -233,8 +269,7 @@ class ModulatedConv2d(nn.Module):
         k = s.shape[0]
         w2 = weight.pow(2).sum([2, 3])  # [Cout, Cin]
         q = torch.einsum("ki,li,oi->okl", s, s, w2).reshape(w2.shape[0], k * k)  # [Cout, K*K]
-        m = style.weights_out.float()  # [B, K, H', W']
-        pairs = (m[:, :, None] * m[:, None]).flatten(1, 2)  # [B, K*K, H', W']
+        pairs = (m[:, :, None] * m[:, None]).flatten(1, 2)  # [B, K*K, H, W]
         return torch.rsqrt(torch.einsum("bphw,op->bohw", pairs, q) + 1e-8)
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -308,6 +343,20 @@ class ToRGB(nn.Module):
         kernel = self.upsample_kernel.to(skip.dtype)[None, None].expand(3, 1, 3, 3)
         up = F.conv_transpose2d(skip, kernel, stride=2, padding=3, groups=3)  # 2S - 5
         return rgb + up.to(rgb.dtype)
+
+
+def _box_where_not(weight: Tensor, *, halo: int) -> tuple[int, int, int, int] | None:
+    """Rows [y0, y1) and columns [x0, x1) of the smallest box holding every pixel where
+    `weight` [B, H, W] is not exactly 1, grown by `halo` (clipped); None when there is none."""
+    rows = (weight != 1.0).any(dim=2).any(dim=0)  # [H]
+    if not bool(rows.any()):
+        return None
+    cols = (weight != 1.0).any(dim=1).any(dim=0)  # [W]
+    ys, xs = rows.nonzero()[:, 0], cols.nonzero()[:, 0]
+    h, w = weight.shape[-2:]
+    y0, y1 = max(0, int(ys[0]) - halo), min(h, int(ys[-1]) + 1 + halo)
+    x0, x1 = max(0, int(xs[0]) - halo), min(w, int(xs[-1]) + 1 + halo)
+    return y0, y1, x0, x1
 
 
 def center_crop(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:

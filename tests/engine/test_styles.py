@@ -75,6 +75,39 @@ def test_a_uniform_blend_equals_the_one_style_path_for_an_upsampling_conv():
     assert torch.allclose(blended, conv(x, styles[1:]), atol=1e-5)
 
 
+def _blob(b: int, k: int, h: int, w: int, at: tuple[int, int, int, int]) -> torch.Tensor:
+    """Weights [b, k, h, w]: style 0 everywhere but a soft random blend inside `at`."""
+    weights = torch.zeros(b, k, h, w)
+    weights[:, 0] = 1
+    y0, y1, x0, x1 = at
+    weights[:, :, y0:y1, x0:x1] = torch.softmax(torch.randn(b, k, y1 - y0, x1 - x0) * 2, dim=1)
+    return weights
+
+
+@pytest.mark.parametrize(
+    ("kernel", "upsample", "demodulate"),
+    [(3, False, True), (3, True, True), (1, False, False), (7, False, True)],
+)
+def test_the_box_limited_blend_equals_blending_every_pixel(kernel, upsample, demodulate):
+    torch.manual_seed(3)
+    conv = ModulatedConv2d(5, 4, kernel, 8, upsample=upsample, demodulate=demodulate)
+    x = torch.randn(1, 5, 16, 18)
+    styles = torch.randn(3, 8)
+    out_hw = (29, 33) if upsample else (17 - kernel, 19 - kernel)
+    w_in = _blob(1, 3, 16, 18, (5, 9, 2, 7))
+    w_out = _blob(1, 3, *out_hw, (3, 8, 0, 6))
+    bias = torch.randn(4)
+    got = conv(x, SpatialStyle(styles, w_in, w_out), bias)
+    # Reference: scale every input pixel, demodulate every output pixel.
+    s = conv.modulation(styles)
+    weight = conv.weight * conv.scale
+    expected = conv._conv(x * torch.einsum("bkhw,kc->bchw", w_in, s), weight, None)
+    if demodulate:
+        expected = expected * conv._spatial_demodulation(s, weight, w_out)
+    expected = expected + bias.view(1, -1, 1, 1)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
 # Strokes as data --------------------------------------------------------------------------
 
 
