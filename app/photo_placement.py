@@ -416,6 +416,7 @@ class PhotoPanel(QWidget):
     with Cancel, the result's Accept / Re-roll / Undo, and the list of placed photos."""
 
     placeRequested = Signal()
+    styleWanted = Signal(str, object)  # name, engine.styles.Style: add it to the gallery
 
     def __init__(self, placer: PhotoPlacer, world: Callable[[], World], parent=None) -> None:
         super().__init__(parent)
@@ -485,6 +486,10 @@ class PhotoPanel(QWidget):
         self.show_photo_box.setToolTip("Off: show the model's reconstruction of the photo")
         self.show_photo_box.clicked.connect(self._show_photo_clicked)
         layout.addWidget(self.show_photo_box)
+        self.style_button = QPushButton("Add Its Style to the Gallery")
+        self.style_button.setToolTip("Paint with the photo's inverted style (Styles dock)")
+        self.style_button.clicked.connect(self._style_clicked)
+        layout.addWidget(self.style_button)
         self.fill_button = QPushButton("Fill Between")
         self.fill_button.setToolTip(
             "Select two photos: generate the gap so one flows into the other"
@@ -558,6 +563,7 @@ class PhotoPanel(QWidget):
         self.show_photo_box.setEnabled(len(chosen) == 1)
         self.show_photo_box.setChecked(len(chosen) == 1 and chosen[0].show_photo)
         self.fill_button.setEnabled(len(chosen) == 2)
+        self.style_button.setEnabled(len(chosen) == 1 and chosen[0].style is not None)
 
     @Slot(object)
     def _progressed(self, p: InversionProgress) -> None:
@@ -580,7 +586,18 @@ class PhotoPanel(QWidget):
     def _show_photo_clicked(self, checked: bool) -> None:
         chosen = self.selected()
         if len(chosen) == 1:
-            self.placer.show_photo(chosen[0], checked)
+            self.select(self.placer.show_photo(chosen[0], checked))
+
+    def select(self, placement: PhotoPlacement) -> None:
+        """Select `placement` alone in the list of placed photos."""
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            item.setSelected(item.data(Qt.ItemDataRole.UserRole) is placement)
+
+    def _style_clicked(self) -> None:
+        chosen = self.selected()
+        if len(chosen) == 1 and chosen[0].style is not None:
+            self.styleWanted.emit(f"Photo: {Path(chosen[0].name).stem}", chosen[0].style)
 
     def _fill_clicked(self) -> None:
         chosen = self.selected()

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gallery import BASE_ID, GalleryEntry, StyleGallery
+from engine.styles import Style
 
 THUMB_SIZE = QSize(96, 48)
 MAX_SEED = 2**31 - 1
@@ -188,6 +189,12 @@ class StylePanel(QWidget):
 
     def add_from_seed(self, seed: int) -> GalleryEntry:
         gallery, entry = self._gallery.add_from_seed(seed)
+        self._changed(gallery, entry.id)
+        return entry
+
+    def add_style(self, name: str, style: Style) -> GalleryEntry:
+        """Add an explicit style (a placed photo's inverted style) and select it."""
+        gallery, entry = self._gallery.add(name, style)
         self._changed(gallery, entry.id)
         return entry
 

@@ -58,10 +58,17 @@ class PhotoCommands:
         placer.failed.connect(lambda title, text: self._error(title, text, text))
         placer.message.connect(lambda text: self.statusBar().showMessage(text, 10_000))
         self.photo_panel.placeRequested.connect(self.place_photo_dialog)
+        self.photo_panel.styleWanted.connect(self._add_photo_style)
         self.session.edited.connect(lambda _rect: self.photo_panel.refresh())
 
     def _photo_dock(self) -> QDockWidget:
         return self._dock("Photos", "photos", self.photo_panel)
+
+    def _add_photo_style(self, name: str, style) -> None:
+        self.style_panel.add_style(name, style)
+        self.styles_dock.show()
+        self.styles_dock.raise_()
+        self.statusBar().showMessage(f"Added {name} to the Styles dock: paint with it (B)", 8000)
 
     @Slot()
     def place_photo_dialog(self) -> QFileDialog:

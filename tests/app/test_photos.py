@@ -150,6 +150,10 @@ def test_fill_between_and_show_photo_are_undoable_and_saved(
     panel.show_photo_box.click()
     shown = window.session.world.edits[0]
     assert isinstance(shown, PhotoPlacement) and shown.show_photo
+    assert panel.selected() == [shown] and panel.style_button.isEnabled()
+    panel.style_button.click()  # the photo's inverted style joins the Styles dock
+    entry = window.style_panel.current_entry()
+    assert entry.name == "Photo: beach" and entry.style == shown.style
     window.grab().save(str(tmp_path / "placed.png"))
 
     path = tmp_path / "photos.icanvas"
