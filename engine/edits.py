@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from engine.latents import Stream, field_key, normal_grid
+from engine.model.config import ModelConfig
 from engine.model.geometry import cells_touching_pixels
 from engine.styles import Style, StyleLayer
 from engine.tiles import Rect
@@ -67,6 +68,12 @@ class Edit(ABC):
     def style_layer(self) -> StyleLayer | None:
         """The style this edit paints and where (see engine.styles.StyleLayer); None: none."""
         return None
+
+    def fits(self, config: ModelConfig) -> bool:
+        """Whether this edit can act on a model of `config` (default: every edit can; one
+        holding tensors of a model, such as an inverted photo, only on that model's shapes).
+        The world leaves out edits that do not fit."""
+        return True
 
     def style_layers(self) -> tuple[StyleLayer, ...]:
         """Every style layer of this edit, composited in order (default: `style_layer()`);

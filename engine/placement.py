@@ -39,6 +39,7 @@ from torch import Tensor
 
 from engine.edits import Edit, PackedTensor, register_edit
 from engine.latents import Stream, field_key, normal_grid
+from engine.model.config import ModelConfig
 from engine.styles import Style, StyleLayer
 from engine.tiles import Rect
 
@@ -188,6 +189,16 @@ class PhotoPlacement(Edit):
     def with_photo_shown(self, show: bool) -> PhotoPlacement:
         return dataclasses.replace(self, show_photo=show)
 
+    def fits(self, config: ModelConfig) -> bool:
+        """Only a model with the shapes it was inverted for (lattice, channels, layers, style)."""
+        if config.cell_px != self.cell_px or self.latents.shape[0] != config.local_dim:
+            return False
+        if len(self.noises) != config.texture_layers:
+            return False
+        if self.z_g is not None and self.z_g.shape != (config.global_dim,):
+            return False
+        return self.w_plus is None or self.w_plus.shape == (config.style_slots, config.global_dim)
+
     # Hooks ------------------------------------------------------------------------------
 
     def modify_local_latents(self, z_l: Tensor, cells: Rect, seed: int) -> None:
@@ -217,9 +228,15 @@ class PhotoPlacement(Edit):
         dst = rgb[:, dy : dy + inside.h, dx : dx + inside.w]
         dst.mul_(1 - a).add_(src * a)
 
-    @functools.cache  # noqa: B019 -- one entry per lod of an immutable edit
     def _photo_at(self, lod: int) -> tuple[Rect, Tensor, Tensor]:
-        """The photo on the lod-`lod` grid: (lod rect, rgb [3, h, w], blend weight [1, h, w])."""
+        """The photo on the lod-`lod` grid: (lod rect, rgb [3, h, w], blend weight [1, h, w]),
+        computed once per lod (the edit is immutable)."""
+        cache = self.__dict__.setdefault("_photo_cache", {})
+        if lod not in cache:
+            cache[lod] = self._photo_on_grid(lod)
+        return cache[lod]
+
+    def _photo_on_grid(self, lod: int) -> tuple[Rect, Tensor, Tensor]:
         assert self.photo_png is not None
         f = 2**lod
         world = self.world_rect
@@ -380,6 +397,18 @@ class FillBetween(Edit):
 
     def cells(self) -> Rect:
         return Rect(self.x, self.y, self.w, self.h)
+
+    def fits(self, config: ModelConfig) -> bool:
+        slots, dim = config.style_slots, config.global_dim
+        return all(
+            s is None
+            or s.z_g is None
+            or (
+                len(s.z_g) == dim
+                and (s.w_plus is None or (len(s.w_plus) == slots and len(s.w_plus[0]) == dim))
+            )
+            for s in (self.first, self.second)
+        )
 
     def modify_local_latents(self, z_l: Tensor, cells: Rect, seed: int) -> None:
         reroll_cells(z_l, cells, self.cells(), seed, self.salt)

@@ -230,6 +230,13 @@ class World:
         for callback in list(self._listeners):
             callback(influence)
 
+    def fitting(self, edits: tuple[Edit, ...]) -> tuple[Edit, ...]:
+        """The edits that can act on this model (a photo inverted with another model cannot:
+        it renders as if absent until the model it was made for is back)."""
+        if all(edit.fits(self.config) for edit in edits):
+            return edits
+        return tuple(edit for edit in edits if edit.fits(self.config))
+
     def influence(self, edit: Edit) -> Rect:
         """World pixels an edit can change: its cells grown by the generator's receptive field.
 
@@ -303,7 +310,7 @@ class World:
         """Digest of the edits that can change the pixels of `rect` at `lod`."""
         win = self.window(rect, lod)
         cells = Rect(*win.latent_rect(self.config.structure_margin))
-        edits = self._edits if edits is None else edits
+        edits = self.fitting(self._edits if edits is None else edits)
         return edits_digest(edits, cells, stages=self.config.stages)
 
     def tile_digest(self, tile: TileIndex) -> str:
@@ -359,7 +366,7 @@ class World:
         size = (rects[0].w, rects[0].h)
         if any((r.w, r.h) != size for r in rects):
             raise ValueError("a batch needs rectangles of one size")
-        edits = self._edits if edits is None else edits
+        edits = self.fitting(self._edits if edits is None else edits)
         plan = self.plan(lod)
         p = plan.pool
         windows = [self.window(r, lod) for r in rects]

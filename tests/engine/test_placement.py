@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from engine import FillBetween, InversionSettings, Photo, PhotoPlacement, World, invert_photo
-from engine.checkpoint import load_generator
+from engine.checkpoint import load_generator, random_generator
 from engine.edits import edit_from_json
 from engine.inversion import psnr
+from engine.model import Discriminator, preset_config
 from engine.tiles import Rect
 
 RECT = Rect(-24, -24, 48, 48)  # world pixels of the placed photo (tiny: 8 px per cell)
@@ -145,6 +147,40 @@ def test_undo_removes_the_placement_and_a_tile_alone_equals_the_big_render(
         np.testing.assert_array_equal(world.render(tile), big[y : y + tile.h, x : x + tile.w])
     world.undo()
     np.testing.assert_array_equal(world.render(RECT.grown(40)), before)
+
+
+def test_coarse_levels_render_the_placement_tile_by_tile(generator, placement) -> None:
+    world = World(generator, seed=0)
+    world.apply(placement.with_photo_shown(True))
+    big = world.render(RECT.grown(64), scale=0.5)  # lod 1: 2 world px per pixel
+    for tile in (Rect(-88, -88, 64, 64), Rect(-24, -40, 48, 80)):
+        part = world.render(tile, scale=0.5)
+        x, y = (tile.x - RECT.x + 64) // 2, (tile.y - RECT.y + 64) // 2
+        np.testing.assert_array_equal(part, big[y : y + tile.h // 2, x : x + tile.w // 2])
+
+
+def test_a_placement_made_for_another_model_renders_as_if_absent(placement) -> None:
+    other = random_generator(dataclasses.replace(preset_config("tiny"), local_dim=8))
+    assert not placement.fits(other.config)
+    with_it, without = World(other, seed=0), World(other, seed=0)
+    with_it.apply(placement)
+    np.testing.assert_array_equal(with_it.render(RECT.grown(16)), without.render(RECT.grown(16)))
+    assert with_it.digest(RECT, 0) == ""
+
+
+def test_the_discriminator_features_join_the_loss(generator, known_target, single_thread) -> None:
+    torch.manual_seed(0)
+    discriminator = Discriminator(generator.config).eval()
+    losses = {}
+    for name, d in (("without", None), ("with", discriminator)):
+        steps = []
+        settings = InversionSettings(steps=2)
+        invert_photo(
+            World(generator, seed=0), Photo(known_target), RECT, settings=settings,
+            discriminator=d, on_progress=steps.append,
+        )  # fmt: skip
+        losses[name] = steps[0].loss
+    assert losses["with"] > losses["without"]
 
 
 def test_save_and_open_reproduce_the_placement(generator, placement) -> None:
