@@ -546,9 +546,13 @@ class PhotoPanel(QWidget):
         selected = {id(item.data(Qt.ItemDataRole.UserRole)) for item in self.list.selectedItems()}
         self.list.blockSignals(True)
         self.list.clear()
-        for p in placements(self._world()):
+        world = self._world()
+        for p in placements(world):
             x, y, w, h = p.rect
-            item = QListWidgetItem(f"{p.name} — {w}×{h} at ({x:,}, {y:,})")
+            text = f"{p.name} — {w}×{h} at ({x:,}, {y:,})"
+            if not p.fits(world.config):
+                text += " — inverted with another model: hidden"
+            item = QListWidgetItem(text)
             item.setData(Qt.ItemDataRole.UserRole, p)
             self.list.addItem(item)
             item.setSelected(id(p) in selected)
