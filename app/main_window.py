@@ -373,6 +373,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
         styles = self.style_panel
         styles.galleryChanged.connect(self._gallery_changed)
         styles.thumbnailsWanted.connect(self._render_thumbnails)
+        styles.set_brush_percent(*self.settings.brush)
         styles.brushChanged.connect(self._brush_changed)
         self._brush_changed(styles.brush)
         self.training.open_in_canvas.connect(self.open_trained_checkpoint)
@@ -492,6 +493,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
 
     def _brush_changed(self, brush: BrushSettings) -> None:
         self.canvas.set_brush(brush.radius, brush.softness)
+        self.settings.brush = self.style_panel.brush_percent()
 
     def _gallery_changed(self, _gallery) -> None:
         self._meta_dirty = True

@@ -52,6 +52,7 @@ class StylePanel(QWidget):
         super().__init__(parent)
         self._gallery = StyleGallery()
         self._thumbs: dict[int, QPixmap] = {}
+        self.seed_for_duplicate = 0  # the world's seed (the window keeps it current)
         layout = QVBoxLayout(self)
 
         self.list = QListWidget()
@@ -154,6 +155,16 @@ class StylePanel(QWidget):
                 self.list.setCurrentRow(row)
                 return
 
+    def set_brush_percent(self, radius: int, softness: int, opacity: int) -> None:
+        """Show brush settings (radius in world px, softness and opacity in percent); the
+        boxes clamp values out of range."""
+        self.radius_box.setValue(radius)
+        self.softness_box.setValue(softness)
+        self.opacity_box.setValue(opacity)
+
+    def brush_percent(self) -> tuple[int, int, int]:
+        return self.radius_box.value(), self.softness_box.value(), self.opacity_box.value()
+
     def scale_radius(self, factor: float) -> None:
         self.radius_box.setValue(round(self.radius_box.value() * factor))
 
@@ -204,8 +215,6 @@ class StylePanel(QWidget):
         gallery, copy = self._gallery.duplicate(entry.id, seed)
         self._changed(gallery, copy.id)
         return copy
-
-    seed_for_duplicate = 0  # the world's seed (the window keeps it current)
 
     def rename(self, entry_id: int, name: str) -> None:
         self._changed(self._gallery.rename(entry_id, name), entry_id)

@@ -198,8 +198,9 @@ async def stroke_bench(window, args: argparse.Namespace) -> None:
     from engine.tiles import TILE_PX, Rect
 
     corner = canvas.visible_tiles()[0].rect
-    rect = Rect(corner.x, corner.y, 6 * TILE_PX, 6 * TILE_PX)  # the canvas's render block
-    painted, plain = window_cost(window.session.world, rect)
+    block = Rect(corner.x, corner.y, 6 * TILE_PX, 6 * TILE_PX)  # the canvas's render block
+    tile = Rect(corner.x, corner.y, TILE_PX, TILE_PX)
+    costs = [window_cost(window.session.world, r, args.radius) for r in (block, tile)]
     print(f"model: {window.session.model.description} on {window.session.device_text}")
     print(f"window {args.size}: {visible} visible tiles; brush radius {args.radius:g} px")
     print(
@@ -211,16 +212,19 @@ async def stroke_bench(window, args: argparse.Namespace) -> None:
         f"tiles re-rendered per stroke (visible and prefetch ring): "
         f"{', '.join(map(str, rerendered))}"
     )
-    print(
-        f"one {rect.w}x{rect.h} render window: unpainted {plain * 1000:.0f} ms, "
-        f"painted (two styles meet) {painted * 1000:.0f} ms ({painted / plain:.2f}x)"
-    )
+    for r, (painted, plain), where in zip(
+        (block, tile), costs, ("a stroke through its middle", "a stroke across it"), strict=True
+    ):
+        print(
+            f"one {r.w}x{r.h} render window: unpainted {plain * 1000:.0f} ms, painted with "
+            f"{where} {painted * 1000:.0f} ms ({painted / plain:.2f}x)"
+        )
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 
-def window_cost(world, rect, repeats: int = 3) -> tuple[float, float]:
-    """Best-of-`repeats` seconds to render `rect` (lod 0) with a stroke through its middle
-    (styles blend per pixel there) and in the same world without it."""
+def window_cost(world, rect, radius: float, repeats: int = 3) -> tuple[float, float]:
+    """Best-of-`repeats` seconds to render `rect` (lod 0) with a horizontal stroke through
+    its middle (styles blend per pixel where they meet) and in the same world without it."""
     from engine.edits import StyleStroke
     from engine.styles import Style
     from engine.world import World
@@ -228,7 +232,8 @@ def window_cost(world, rect, repeats: int = 3) -> tuple[float, float]:
     plain = World(world.generator, world.seed, precision="auto")
     painted = World(world.generator, world.seed, precision="auto")
     cx, cy = rect.x + rect.w / 2, rect.y + rect.h / 2
-    painted.apply(StyleStroke(((cx - 100, cy), (cx + 100, cy)), 64, 0.5, 1.0, Style.from_seed(7)))
+    stroke = ((cx - 100, cy), (cx + 100, cy))
+    painted.apply(StyleStroke(stroke, radius, 0.5, 1.0, Style.from_seed(7)))
 
     def best(w) -> float:
         w.render_lod_float([rect], 0)

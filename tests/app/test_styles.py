@@ -213,3 +213,12 @@ def test_the_gallery_and_strokes_are_saved_with_the_project(make_window, qtbot, 
     qtbot.waitUntil(lambda: other.session.world.edits == project.edits, timeout=30_000)
     assert [e.name for e in other.style_panel.gallery.entries] == ["Base style", "Night"]
     assert not other.isWindowModified()
+
+
+def test_brush_settings_are_remembered_for_the_next_window(make_window):
+    window = make_window()
+    window.style_panel.set_brush_percent(150, 20, 70)
+    window.shutdown()
+    again = make_window()
+    assert again.style_panel.brush_percent() == (150, 20, 70)
+    assert again.canvas.brush_radius == 150.0 and again.canvas.brush_softness == 0.2

@@ -175,7 +175,7 @@ def test_tiles_outside_a_strokes_influence_are_served_from_cache_and_tiles_insid
     assert not np.array_equal(after[TileIndex(0, 0, 0)].rgb, before[TileIndex(0, 0, 0)].rgb)
 
 
-@pytest.mark.parametrize("lod", [0, 1, 3])
+@pytest.mark.parametrize("lod", [0, 1, 3, 5])
 def test_tiles_rendered_alone_equal_one_big_render_with_strokes_present(world, lod):
     world.apply(stroke([(-120, -40), (-20, 10), (60, 0)], radius=50))
     world.apply(stroke([(0, -80), (100, 60)], radius=30, softness=1.0, seed=5))
