@@ -1,20 +1,27 @@
-"""The explorer canvas: pan, zoom and the re-roll tool over an endless world.
+"""The explorer canvas: pan, zoom, and the re-roll, export and brush tools over an endless world.
 
 Controls: drag with the left button (pan tool) or the middle button (any tool) to pan;
 the wheel zooms about the cursor (a touchpad's two-finger scroll pans, its pinch zooms);
 arrow keys pan (Shift: further). With the re-roll tool, a left drag selects a rectangle
 of lattice cells, emitted as `regionSelected(cells)`; with the export tool, a left drag
-selects a rectangle of world pixels, emitted as `areaSelected(rect)`.
+selects a rectangle of world pixels, emitted as `areaSelected(rect)`. With the brush, a
+left drag paints a stroke (shown as it is drawn, under an outline of the brush), emitted
+on release as `strokeFinished(points)` in world pixels; Escape drops the stroke.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from pathlib import Path
+from typing import Protocol
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal
 from PySide6.QtGui import (
     QColor,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
     QKeyEvent,
     QMouseEvent,
     QNativeGestureEvent,
@@ -33,10 +40,33 @@ KEY_ZOOM_STEP = 2.0
 KEY_PAN_FRACTION = 0.1  # of the widget's size per arrow key press (Shift: 0.5)
 
 
+MAX_STROKE_POINTS = 4000  # a longer drag ends the stroke there (strokes stay small data)
+STROKE_COLOUR = QColor(120, 200, 255, 70)
+
+
 class Tool(enum.Enum):
     PAN = "pan"
     REROLL = "reroll"
     EXPORT = "export"
+    BRUSH = "brush"
+
+
+class CanvasInteraction(Protocol):
+    """Something floating over the canvas that takes the mouse first (a photo being placed).
+
+    Points are world pixels; each handler returns True when it took the event."""
+
+    def press(self, world: tuple[float, float]) -> bool: ...
+
+    def drag(self, world: tuple[float, float]) -> None: ...
+
+    def release(self) -> None: ...
+
+    def wheel(self, steps: float, world: tuple[float, float]) -> bool: ...
+
+    def key(self, key: int) -> bool: ...
+
+    def paint(self, painter: QPainter, viewport: Viewport) -> None: ...
 
 
 class Canvas(TileView):
@@ -46,6 +76,8 @@ class Canvas(TileView):
     cursorLeft = Signal()
     regionSelected = Signal(object)  # Rect of lattice cells
     areaSelected = Signal(object)  # Rect of world pixels
+    strokeFinished = Signal(object)  # tuple of (x, y) world pixels along the brush stroke
+    filesDropped = Signal(object, float, float)  # list of Paths, world point of the drop
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, request_interval_ms=16)
@@ -56,6 +88,13 @@ class Canvas(TileView):
         self._tool = Tool.PAN
         self._pan_from: QPointF | None = None
         self._band: tuple[QPointF, QPointF] | None = None  # world points
+        self.brush_radius = 64.0  # world pixels
+        self.brush_softness = 0.5  # fraction of the radius that fades
+        self._stroke: list[tuple[float, float]] | None = None  # world points being painted
+        self._hover: QPointF | None = None  # widget position of the mouse (brush outline)
+        self.interaction: CanvasInteraction | None = None
+        self._interacting = False
+        self.setAcceptDrops(True)
         self._update_cursor()
 
     # Tools ------------------------------------------------------------------------------
@@ -67,13 +106,20 @@ class Canvas(TileView):
     def set_tool(self, tool: Tool) -> None:
         self._tool = tool
         self._band = None
+        self._stroke = None
+        self._hover = None
         self._update_cursor()
+        self.update()
+
+    def set_brush(self, radius: float, softness: float) -> None:
+        """Brush radius (world px) and softness (0..1) for the outline and the stroke preview."""
+        self.brush_radius, self.brush_softness = float(radius), float(softness)
         self.update()
 
     def _update_cursor(self) -> None:
         if self._pan_from is not None:
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
-        elif self._tool in (Tool.REROLL, Tool.EXPORT):
+        elif self._tool in (Tool.REROLL, Tool.EXPORT, Tool.BRUSH):
             self.setCursor(Qt.CursorShape.CrossCursor)
         else:
             self.setCursor(Qt.CursorShape.OpenHandCursor)
@@ -132,6 +178,9 @@ class Canvas(TileView):
         return cells_under(self._band[0], self._band[1], self._band_unit())
 
     def paint_overlay(self, painter: QPainter) -> None:
+        if self.interaction is not None:
+            self.interaction.paint(painter, self.viewport)
+        self._paint_brush(painter)
         cells = self.band_cells()
         if cells is None:
             return
@@ -148,16 +197,70 @@ class Canvas(TileView):
         painter.setPen(pen)
         painter.drawRect(rect.adjusted(0, 0, -1, -1))
 
+    # Brush ------------------------------------------------------------------------------
+
+    @property
+    def stroke_points(self) -> tuple[tuple[float, float], ...] | None:
+        """The stroke being painted (world px), None when none."""
+        return None if self._stroke is None else tuple(self._stroke)
+
+    def _add_stroke_point(self, pos: QPointF) -> None:
+        assert self._stroke is not None
+        x, y = self.viewport.to_world(pos.x(), pos.y())
+        last = self._stroke[-1]
+        # Points closer than a quarter radius add nothing a smooth brush could show.
+        if math.hypot(x - last[0], y - last[1]) >= max(0.5, self.brush_radius / 4):
+            self._stroke.append((x, y))
+
+    def _paint_brush(self, painter: QPainter) -> None:
+        if self._tool is not Tool.BRUSH:
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        z = self.viewport.zoom
+        if self._stroke is not None:
+            pen = QPen(STROKE_COLOUR, max(1.0, 2 * self.brush_radius * z))
+            pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+            pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
+            painter.setPen(pen)
+            points = [QPointF(*self.viewport.to_screen(x, y)) for x, y in self._stroke]
+            if len(points) == 1:
+                points.append(points[0])
+            painter.drawPolyline(points)
+        if self._hover is None:
+            return
+        r = self.brush_radius * z
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        for colour, width in ((QColor(0, 0, 0, 170), 3), (QColor(255, 255, 255, 220), 1)):
+            painter.setPen(QPen(colour, width))
+            painter.drawEllipse(self._hover, r, r)
+        core = r * (1 - self.brush_softness)
+        if core > 2 and self.brush_softness > 0:
+            painter.setPen(QPen(QColor(255, 255, 255, 160), 1, Qt.PenStyle.DashLine))
+            painter.drawEllipse(self._hover, core, core)
+
     # Qt events --------------------------------------------------------------------------
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()
         pos = event.position()
+        world = self.viewport.to_world(pos.x(), pos.y())
+        if (
+            button == Qt.MouseButton.LeftButton
+            and self.interaction
+            and self.interaction.press(world)
+        ):
+            self._interacting = True
+            event.accept()
+            return
         if button == Qt.MouseButton.MiddleButton or (
             button == Qt.MouseButton.LeftButton and self._tool is Tool.PAN
         ):
             self._pan_from = pos
             self._update_cursor()
+            event.accept()
+        elif button == Qt.MouseButton.LeftButton and self._tool is Tool.BRUSH:
+            self._stroke = [self.viewport.to_world(pos.x(), pos.y())]
+            self.update()
             event.accept()
         elif button == Qt.MouseButton.LeftButton and self._tool in (Tool.REROLL, Tool.EXPORT):
             point = QPointF(*self.viewport.to_world(pos.x(), pos.y()))
@@ -169,6 +272,11 @@ class Canvas(TileView):
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         pos = event.position()
+        if self._interacting and self.interaction is not None:
+            self.interaction.drag(self.viewport.to_world(pos.x(), pos.y()))
+            self.update()
+            event.accept()
+            return
         if self._pan_from is not None:
             delta = pos - self._pan_from
             self._pan_from = pos
@@ -176,16 +284,32 @@ class Canvas(TileView):
         elif self._band is not None:
             self._band = (self._band[0], QPointF(*self.viewport.to_world(pos.x(), pos.y())))
             self.update()
+        elif self._stroke is not None:
+            self._add_stroke_point(pos)
+            if len(self._stroke) >= MAX_STROKE_POINTS:
+                self._finish_stroke()
+        if self._tool is Tool.BRUSH:
+            self._hover = QPointF(pos)
+            self.update()
         self.cursorMoved.emit(*self.viewport.to_world(pos.x(), pos.y()))
         event.accept()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._interacting:
+            self._interacting = False
+            if self.interaction is not None:
+                self.interaction.release()
+            event.accept()
+            return
         if self._pan_from is not None and event.button() in (
             Qt.MouseButton.LeftButton,
             Qt.MouseButton.MiddleButton,
         ):
             self._pan_from = None
             self._update_cursor()
+        elif self._stroke is not None and event.button() == Qt.MouseButton.LeftButton:
+            self._add_stroke_point(event.position())
+            self._finish_stroke()
         elif self._band is not None and event.button() == Qt.MouseButton.LeftButton:
             pos = event.position()
             self._band = (self._band[0], QPointF(*self.viewport.to_world(pos.x(), pos.y())))
@@ -198,13 +322,30 @@ class Canvas(TileView):
                 self.regionSelected.emit(cells)
         event.accept()
 
+    def _finish_stroke(self) -> None:
+        points = tuple(self._stroke or ())
+        self._stroke = None
+        self.update()
+        if points:
+            self.strokeFinished.emit(points)
+
     def leaveEvent(self, event: QEvent) -> None:
+        if self._hover is not None:
+            self._hover = None
+            self.update()
         self.cursorLeft.emit()
         super().leaveEvent(event)
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         pixels = event.pixelDelta()
         ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if ctrl and self.interaction is not None and event.angleDelta().y():
+            pos = event.position()
+            world = self.viewport.to_world(pos.x(), pos.y())
+            if self.interaction.wheel(event.angleDelta().y() / 120, world):
+                self.update()
+                event.accept()
+                return
         if not pixels.isNull() and not ctrl:  # a touchpad's two-finger scroll pans
             self.pan_by(pixels.x(), pixels.y())
         else:
@@ -225,7 +366,29 @@ class Canvas(TileView):
                 return True
         return super().event(event)
 
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            event.ignore()
+            return
+        pos = event.position()
+        self.filesDropped.emit(paths, *self.viewport.to_world(pos.x(), pos.y()))
+        event.acceptProposedAction()
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        if self.interaction is not None and self.interaction.key(event.key()):
+            self.update()
+            event.accept()
+            return
         shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         fraction = 0.5 if shift else KEY_PAN_FRACTION
         dx, dy = self.width() * fraction, self.height() * fraction
@@ -240,8 +403,9 @@ class Canvas(TileView):
             self.pan_by(*move)
             event.accept()
             return
-        if event.key() == Qt.Key.Key_Escape and self._band is not None:
+        if event.key() == Qt.Key.Key_Escape and (self._band or self._stroke) is not None:
             self._band = None
+            self._stroke = None
             self.update()
             event.accept()
             return

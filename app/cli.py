@@ -33,6 +33,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("gui", "app.gui_command", "open the explorer window (the default)"),
     ("train", "app.train_command", "train a model from a folder of images (or --evaluate one)"),
     ("render", "app.render_command", "render a rectangle of a world to an image file"),
+    ("outpaint", "app.outpaint_command", "place a photo in a world by inversion (a project)"),
     ("export", "app.export_command", "export a rectangle of any size to disk, resumable"),
     ("bench", "app.bench_command", "measure rendering speed on this machine"),
     ("convert-official", "app.convert_command", "convert an official InfinityGAN checkpoint"),

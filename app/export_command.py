@@ -193,24 +193,9 @@ def _world(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _project_world(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    from app.project import check_model, load_project
-    from engine import load_generator, read_checkpoint
-    from engine.world import World
+    from app.project import world_of_project
 
-    project = load_project(args.project)
-    ref = project.model
-    if ref.kind == "file":
-        checked = check_model(ref, args.project.parent)
-        if checked.problem is not None:
-            raise ValueError(checked.problem)
-        ref = checked.ref
-        generator = read_checkpoint(ref.path, device=args.device).generator
-    elif ref.kind == "preset":
-        generator = load_generator(preset=ref.preset, device=args.device)
-    else:
-        generator = load_generator(None, device=args.device)
-    world = World(generator, project.seed, precision=args.precision)
-    world.replace_edits(project.edits)
+    world, ref = world_of_project(args.project, device=args.device, precision=args.precision)
     return world, {"project": str(args.project.resolve()), **ref.to_json()}
 
 

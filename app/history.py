@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from engine.edits import Edit, RerollRegion
+from engine.edits import Edit, RerollRegion, StyleStroke
+from engine.placement import FillBetween, PhotoPlacement
 from engine.world import World
 
 
@@ -20,6 +21,19 @@ def describe(edit: Edit) -> str:
     """A history-panel line for an edit."""
     if isinstance(edit, RerollRegion):
         return f"Re-roll {edit.w}×{edit.h} cells at ({edit.x}, {edit.y})"
+    if isinstance(edit, StyleStroke):
+        x, y = edit.points[0]
+        where = f"from ({x:,.0f}, {y:,.0f}), radius {edit.radius:,.0f}"
+        if edit.style is None:
+            return f"Erase {where}"
+        if edit.style.seed is not None:
+            return f"Paint style of seed {edit.style.seed} {where}"
+        return f"Paint style {where}"
+    if isinstance(edit, PhotoPlacement):
+        x, y, w, h = edit.rect
+        return f"Place {edit.name} ({w}×{h}) at ({x:,}, {y:,})"
+    if isinstance(edit, FillBetween):
+        return f"Fill between photos ({edit.w}×{edit.h} cells)"
     return edit.kind.capitalize()
 
 
@@ -46,6 +60,22 @@ class EditCommand(QUndoCommand):
 
     def undo(self) -> None:
         self._world().undo()
+
+
+class ReplaceEditCommand(QUndoCommand):
+    """Swap `old` for `new` in place in the world's log (a re-rolled placement); undo swaps
+    back. Redo history of the world is untouched, so the stack and the log stay in step."""
+
+    def __init__(self, world: Callable[[], World], old: Edit, new: Edit, text: str) -> None:
+        super().__init__(text)
+        self.old, self.new = old, new
+        self._world = world
+
+    def redo(self) -> None:
+        self._world().replace(self.old, self.new)
+
+    def undo(self) -> None:
+        self._world().replace(self.new, self.old)
 
 
 def redo_edits(stack: QUndoStack) -> list[Edit]:

@@ -37,6 +37,7 @@ from app.about import APP_NAME, DESCRIPTION, app_version
 from app.canvas import Canvas, Tool
 from app.dialogs import GoToDialog, ask, inform
 from app.export_dialog import ExportDialog
+from app.gallery import GalleryEntry, render_thumbnail
 from app.history import EditCommand, redo_edits
 from app.navigator import Navigator
 from app.paths import AppPaths
@@ -54,13 +55,15 @@ from app.session import (
     random_seed,
 )
 from app.settings import Settings
+from app.style_panel import BrushSettings, StylePanel
 from app.training_tab import TrainingTab
 from app.viewport import zoom_label
+from app.window_photos import PhotoCommands
 from app.window_projects import ProjectCommands
-from app.workers import TaskRunner
+from app.workers import TaskRunner, rgb_to_qimage
 from app.world_panel import WorldPanel
 from engine.checkpoint import CheckpointError
-from engine.edits import RerollRegion
+from engine.edits import RerollRegion, StyleStroke
 from engine.official import convert_official_file, looks_like_official
 from engine.tiles import Rect
 
@@ -79,7 +82,7 @@ def about_text() -> str:
     return f"{APP_NAME} {app_version()}\n\n{DESCRIPTION}"
 
 
-class MainWindow(ProjectCommands, QMainWindow):
+class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
     """The explorer. `model`, `settings` and `paths` may be injected (tests, benchmarks);
     by default the default model is loaded and the user's settings and folders are used.
     """
@@ -135,6 +138,9 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.navigator = Navigator()
         self.canvas.stand_in_stores = [self.navigator.store]
         self.world_panel = WorldPanel()
+        self.style_panel = StylePanel()
+        self._thumbnail_world: object | None = None  # the World the thumbnails show
+        self._build_photo_tools()
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
@@ -215,8 +221,20 @@ class MainWindow(ProjectCommands, QMainWindow):
             "X",
             "Drag a rectangle to export it (X)",
         )
+        self.brush_tool_action = action(
+            "&Brush Tool",
+            lambda: self.set_tool(Tool.BRUSH),
+            "B",
+            "Paint the style selected in the Styles dock; the base style erases (B)",
+        )
+        self.smaller_brush_action = action(
+            "Smaller Brush", lambda: self.style_panel.scale_radius(1 / 1.25), "["
+        )
+        self.larger_brush_action = action(
+            "Larger Brush", lambda: self.style_panel.scale_radius(1.25), "]"
+        )
         self.tool_group = QActionGroup(self)
-        for a in (self.pan_tool_action, self.reroll_tool_action, self.export_tool_action):
+        for a in self._tool_actions():
             a.setCheckable(True)
             self.tool_group.addAction(a)
         self.pan_tool_action.setChecked(True)
@@ -248,6 +266,8 @@ class MainWindow(ProjectCommands, QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.open_checkpoint_action)
         file_menu.addSeparator()
+        file_menu.addAction(self.place_photo_action)
+        file_menu.addSeparator()
         file_menu.addAction(self.export_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
@@ -255,9 +275,8 @@ class MainWindow(ProjectCommands, QMainWindow):
         edit_menu = bar.addMenu("&Edit")
         edit_menu.addActions([self.undo_action, self.redo_action])
         edit_menu.addSeparator()
-        edit_menu.addActions(
-            [self.pan_tool_action, self.reroll_tool_action, self.export_tool_action]
-        )
+        edit_menu.addActions(self._tool_actions())
+        edit_menu.addActions([self.smaller_brush_action, self.larger_brush_action])
 
         self.view_menu = bar.addMenu("&View")
         self.view_menu.addActions(
@@ -280,7 +299,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         bar = QToolBar("Tools", self)
         bar.setObjectName("tools")
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        bar.addActions([self.pan_tool_action, self.reroll_tool_action, self.export_tool_action])
+        bar.addActions(self._tool_actions())
         bar.addSeparator()
         bar.addActions([self.zoom_out_action, self.zoom_in_action, self.actual_size_action])
         bar.addSeparator()
@@ -300,6 +319,14 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.addToolBar(bar)
         self.toolbar = bar
 
+    def _tool_actions(self) -> list[QAction]:
+        return [
+            self.pan_tool_action,
+            self.reroll_tool_action,
+            self.brush_tool_action,
+            self.export_tool_action,
+        ]
+
     def _dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
@@ -311,6 +338,8 @@ class MainWindow(ProjectCommands, QMainWindow):
     def _build_docks(self) -> None:
         self.navigator_dock = self._dock("Navigator", "navigator", self.navigator)
         self.world_dock = self._dock("World", "world", self.world_panel)
+        self.styles_dock = self._dock("Styles", "styles", self.style_panel)
+        self.photo_dock = self._photo_dock()
         self.history_view = QUndoView(self.undo_stack)
         self.history_view.setEmptyLabel("Start")
         self.history_dock = self._dock("History", "history", self.history_view)
@@ -340,10 +369,18 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.canvas.cursorLeft.connect(lambda: self.coords_label.setText(""))
         self.canvas.regionSelected.connect(self.reroll)
         self.canvas.areaSelected.connect(self.export_area)
+        self.canvas.strokeFinished.connect(self.paint_stroke)
+        styles = self.style_panel
+        styles.galleryChanged.connect(self._gallery_changed)
+        styles.thumbnailsWanted.connect(self._render_thumbnails)
+        styles.set_brush_percent(*self.settings.brush)
+        styles.brushChanged.connect(self._brush_changed)
+        self._brush_changed(styles.brush)
         self.training.open_in_canvas.connect(self.open_trained_checkpoint)
         self.canvas.renderError.connect(self._render_error)
         self.navigator.jumpRequested.connect(lambda x, y: self.canvas.center_on(x, y))
         self.session.edited.connect(self._world_edited)
+        self._connect_photo_tools()
         self.undo_stack.cleanChanged.connect(self._update_title)
         self.undo_stack.indexChanged.connect(self._update_title)
         panel = self.world_panel
@@ -364,6 +401,10 @@ class MainWindow(ProjectCommands, QMainWindow):
         self.navigator.set_feed(session.nav_feed)
         self.navigator.follow(self.canvas.viewport)
         self.world_panel.show_seed(session.seed)
+        self.style_panel.seed_for_duplicate = session.seed
+        if self._thumbnail_world is not session.world:
+            self._thumbnail_world = session.world
+            self.style_panel.invalidate_thumbnails()
         self._show_models()
         self.model_label.setText(f"{session.model.description} · {session.device_text}")
         self._update_title()
@@ -426,7 +467,11 @@ class MainWindow(ProjectCommands, QMainWindow):
 
     def set_tool(self, tool: Tool) -> None:
         self.canvas.set_tool(tool)
-        actions = {Tool.REROLL: self.reroll_tool_action, Tool.EXPORT: self.export_tool_action}
+        actions = {
+            Tool.REROLL: self.reroll_tool_action,
+            Tool.EXPORT: self.export_tool_action,
+            Tool.BRUSH: self.brush_tool_action,
+        }
         actions.get(tool, self.pan_tool_action).setChecked(True)
 
     @Slot(object)
@@ -435,6 +480,43 @@ class MainWindow(ProjectCommands, QMainWindow):
         salt = secrets.randbelow(2**31) if salt is None else salt
         edit = RerollRegion(cells.x, cells.y, cells.w, cells.h, salt)
         self.undo_stack.push(EditCommand(lambda: self.session.world, edit))
+
+    @Slot(object)
+    def paint_stroke(self, points: tuple[tuple[float, float], ...]) -> StyleStroke:
+        """Paint the selected gallery style along `points` (world px) with the brush
+        settings of the Styles dock: one undoable edit."""
+        brush = self.style_panel.brush
+        style = self.style_panel.current_entry().style
+        edit = StyleStroke(tuple(points), brush.radius, brush.softness, brush.opacity, style)
+        self.undo_stack.push(EditCommand(lambda: self.session.world, edit))
+        return edit
+
+    def _brush_changed(self, brush: BrushSettings) -> None:
+        self.canvas.set_brush(brush.radius, brush.softness)
+        self.settings.brush = self.style_panel.brush_percent()
+
+    def _gallery_changed(self, _gallery) -> None:
+        self._meta_dirty = True
+        self._update_title()
+
+    def _render_thumbnails(self, entries: list[GalleryEntry]) -> None:
+        """Render the thumbnails of `entries` on a worker thread, for the current world."""
+        world = self.session.world
+        styles = [(e.id, e.style) for e in entries]
+
+        def work() -> list:
+            return [(i, rgb_to_qimage(render_thumbnail(world, s))) for i, s in styles]
+
+        def done(images: list) -> None:
+            if world is not self.session.world:
+                return  # a newer world: its own thumbnails are on the way
+            for entry_id, image in images:
+                self.style_panel.set_thumbnail(entry_id, image)
+
+        def failed(exc: BaseException) -> None:
+            self.statusBar().showMessage(f"Style thumbnails failed: {exc}", 10_000)
+
+        self.tasks.run(work, done, failed, name="style-thumbnails")
 
     def _world_edited(self, influence: Rect) -> None:
         self.canvas.invalidate(influence)
@@ -688,6 +770,7 @@ class MainWindow(ProjectCommands, QMainWindow):
         self._autosave_timer.stop()
         if self.export_dialog is not None:
             self.export_dialog.shutdown()  # cancels a running export and joins its thread
+        self.placer.shutdown()  # cancels an inversion and joins its thread
         self.canvas.set_feed(None)
         self.navigator.set_feed(None)
         self.tasks.shutdown()

@@ -5,14 +5,20 @@ edit log (DESIGN.md §2), so a project is a few kilobytes however much was explo
 
     {
       "format": "infinity-canvas-project",
-      "version": 1,
+      "version": 2,
       "model": {"kind": "default"}                          # the shipped default model
              | {"kind": "preset", "preset": "lite"}         # random weights of a preset
              | {"kind": "file", "path": "/abs/m.safetensors", "sha256": "…"},
       "seed": 7,
       "view": {"center_x": 0.0, "center_y": 0.0, "zoom": 1.0},
-      "edits": [{"kind": "reroll", "x": 3, "y": -2, "w": 4, "h": 3, "salt": 12345}, …]
+      "styles": [{"id": 0, "name": "Base style", "style": null},     # the style gallery
+                 {"id": 1, "name": "Dusk", "style": {"seed": 42}}, …],
+      "edits": [{"kind": "reroll", "x": 3, "y": -2, "w": 4, "h": 3, "salt": 12345},
+                {"kind": "style_stroke", "points": [[0, 0], [40, 8]], "radius": 64.0,
+                 "softness": 0.5, "opacity": 1.0, "style": {"seed": 42}}, …]
     }
+
+Version 1 files (before the style gallery) are read as well: they get the default gallery.
 
 `load_project` validates everything at this one boundary and raises `ProjectError` (a
 ValueError) with a message meant for the user; `save_project` writes atomically (a
@@ -25,15 +31,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from app.gallery import StyleGallery
 from engine.checkpoint import file_digest
 from engine.edits import Edit, edit_from_json
 from engine.files import write_text_atomically
 from engine.model import PRESETS
 
+if TYPE_CHECKING:
+    from engine.world import World
+
 FORMAT = "infinity-canvas-project"
-VERSION = 1
+VERSION = 2
 SUFFIX = ".icanvas"
 MODEL_KINDS = ("default", "preset", "file")
 
@@ -114,6 +124,7 @@ class Project:
     seed: int = 0
     view: ProjectView = field(default_factory=ProjectView)
     edits: tuple[Edit, ...] = ()
+    gallery: StyleGallery = field(default_factory=StyleGallery)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -126,6 +137,7 @@ class Project:
                 "center_y": self.view.center_y,
                 "zoom": self.view.zoom,
             },
+            "styles": self.gallery.to_json(),
             "edits": [edit.to_json() for edit in self.edits],
         }
 
@@ -184,7 +196,17 @@ def parse_project(text: str, *, name: str = "the project") -> Project:
         seed=_int(raw, "seed", name),
         view=_view(raw.get("view"), name),
         edits=_edits(raw.get("edits", []), name),
+        gallery=_gallery(raw.get("styles"), version, name),
     )
+
+
+def _gallery(raw: Any, version: int, name: str) -> StyleGallery:
+    if version < 2 and raw is None:
+        return StyleGallery()  # migration: version 1 had no style gallery
+    try:
+        return StyleGallery.from_json(raw)
+    except ValueError as exc:
+        raise ProjectError(f"{name}: the style gallery cannot be used: {exc}") from None
 
 
 def _int(raw: dict[str, Any], key: str, name: str) -> int:
@@ -295,6 +317,33 @@ def _resolved(path: Path) -> Path:
         return path.resolve()
     except OSError:
         return path
+
+
+def world_of_project(
+    path: Path, *, device: str = "auto", precision: str = "auto"
+) -> tuple[World, ModelRef]:
+    """Load a project's model (checked against its saved digest) and build its World with
+    the project's seed and edits; ProjectError / ValueError / CheckpointError explain
+    problems. Slow (loads a model): for commands, or off the UI thread."""
+    from engine import load_generator, read_checkpoint
+    from engine.world import World
+
+    project = load_project(path)
+    ref = project.model
+    if ref.kind == "file":
+        checked = check_model(ref, path.parent)
+        if checked.problem is not None:
+            raise ValueError(checked.problem)
+        ref = checked.ref
+        assert ref.path is not None
+        generator = read_checkpoint(ref.path, device=device).generator
+    elif ref.kind == "preset":
+        generator = load_generator(preset=ref.preset, device=device)
+    else:
+        generator = load_generator(None, device=device)
+    world = World(generator, project.seed, precision=precision)
+    world.replace_edits(project.edits)
+    return world, ref
 
 
 def project_title(path: Path | None) -> str:

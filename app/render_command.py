@@ -1,4 +1,8 @@
-"""`infinity-canvas render`: one rectangle of a world to an image file."""
+"""`infinity-canvas render`: one rectangle of a world (or of a saved project) to an image file.
+
+infinity-canvas render --seed 7 --rect -960,-540,1920,1080 --out view.png
+infinity-canvas render --project painted.icanvas --rect 0,0,800,400 --out painted.png
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,12 @@ def parse_rect(text: str) -> tuple[int, int, int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    parser.add_argument("--seed", type=int, help="world seed (default 0)")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        help="project file (*.icanvas): renders its model, seed and edits (style strokes too)",
+    )
     parser.add_argument(
         "--rect", required=True, help="X,Y,W,H in world pixels (y=0 is the horizon band)"
     )
@@ -49,9 +58,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("that image would exceed 400 megapixels; use `infinity-canvas export`")
     if not args.out.parent.exists():
         raise FileNotFoundError(2, "No such folder", str(args.out.parent))
-    world = World(
-        load_generator(args.checkpoint, device=args.device), args.seed, precision=args.precision
-    )
+    if args.project is not None:
+        from app.project import world_of_project
+
+        if args.seed is not None or args.checkpoint is not None:
+            raise ValueError("--project names the model and seed; drop --seed/--checkpoint")
+        world, _ = world_of_project(args.project, device=args.device, precision=args.precision)
+    else:
+        seed = 0 if args.seed is None else args.seed
+        generator = load_generator(args.checkpoint, device=args.device)
+        world = World(generator, seed, precision=args.precision)
     rgb = world.render((x, y, w, h), args.scale)
     Image.fromarray(rgb).save(args.out)
     log.info("wrote %s (%d x %d)", args.out, rgb.shape[1], rgb.shape[0])

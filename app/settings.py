@@ -1,4 +1,4 @@
-"""Persistent preferences (QSettings): recent files, device, cache size, window layout."""
+"""Persistent preferences (QSettings): recent files, device, cache size, brush, window layout."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from app.about import APP_NAME, ORGANIZATION
 
 MAX_RECENT = 10
 DEFAULT_CACHE_MB = 512
+BRUSH_KEYS = ("radius", "softness", "opacity")
 
 
 class Settings:
@@ -56,6 +57,24 @@ class Settings:
     @cache_mb.setter
     def cache_mb(self, mb: int) -> None:
         self.store.setValue("world/cache_mb", int(mb))
+
+    @property
+    def brush(self) -> tuple[int, int, int]:
+        """Brush radius (world px), softness and opacity (percent) as last used."""
+        defaults = (64, 50, 100)
+        try:
+            values = [
+                int(self.store.value(f"brush/{k}", d))
+                for k, d in zip(BRUSH_KEYS, defaults, strict=True)
+            ]
+        except (TypeError, ValueError):
+            return defaults
+        return values[0], values[1], values[2]
+
+    @brush.setter
+    def brush(self, values: tuple[int, int, int]) -> None:
+        for key, value in zip(BRUSH_KEYS, values, strict=True):
+            self.store.setValue(f"brush/{key}", int(value))
 
     def last_folder(self, kind: str) -> str:
         return str(self.store.value(f"folders/{kind}", ""))

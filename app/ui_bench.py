@@ -10,6 +10,13 @@ a whole frame), and then zooms out to 1/16 over one second. It prints:
 - the time until the viewport is complete (every visible tile up to date) after the pan
   stops and after the zoom-out;
 - render statistics and the process's peak resident memory.
+
+With `--stroke` it measures style painting instead: after the first view, it paints
+`--strokes` brush strokes (the Styles dock's brush, a style of another seed) across the
+view, one at a time, and prints the time from the end of each stroke (the edit pushed,
+as on mouse release) until every affected visible tile shows the new pixels, the tiles
+re-rendered per stroke, and the engine's render time of one painted render window
+against the same window unpainted.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--zoom-to", type=float, default=1 / 16, help="zoom after the pan")
     parser.add_argument("--size", default="1280x800", help="window size WxH")
     parser.add_argument("--show", action="store_true", help="use the real display")
+    parser.add_argument("--stroke", action="store_true", help="measure style painting instead")
+    parser.add_argument("--strokes", type=int, default=5, help="strokes painted (--stroke)")
+    parser.add_argument("--radius", type=float, default=64.0, help="brush radius, world px")
     return parser.parse_args(argv)
 
 
@@ -68,6 +78,17 @@ async def wait_complete(window, timeout: float = 600.0) -> float:
         ):
             return time.perf_counter() - start
         await asyncio.sleep(0.005)
+    return float("inf")
+
+
+async def wait_visible(window, timeout: float = 600.0) -> float:
+    """Seconds until every visible tile is up to date (the prefetch ring may still render)."""
+    start = time.perf_counter()
+    canvas = window.canvas
+    while time.perf_counter() - start < timeout:
+        if not canvas._request_timer.isActive() and canvas.is_complete():
+            return time.perf_counter() - start
+        await asyncio.sleep(0.002)
     return float("inf")
 
 
@@ -151,6 +172,81 @@ async def bench(window, args: argparse.Namespace) -> None:
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 
+async def stroke_bench(window, args: argparse.Namespace) -> None:
+    first = await wait_complete(window)
+    print(f"first view complete after {first:.2f} s")
+    canvas, feed = window.canvas, window.session.feed
+    panel = window.style_panel
+    panel.select(panel.add_from_seed(12345).id)
+    panel.radius_box.setValue(round(args.radius))
+    vp = canvas.viewport
+    visible = len(canvas.visible_tiles())
+    latencies, rerendered = [], []
+    for i in range(args.strokes):
+        # Short strokes spread over the view, each on ground no stroke has touched yet.
+        fx = (i + 0.5) / args.strokes
+        x = vp.center_x + (fx - 0.5) * vp.width / vp.zoom
+        y = vp.center_y + (0.25 if i % 2 else -0.25) * vp.height / vp.zoom
+        points = tuple((x + dx, y + dx / 4) for dx in (-60.0, -20.0, 20.0, 60.0))
+        before = feed.stats().rendered_tiles
+        start = time.perf_counter()
+        window.paint_stroke(points)
+        await wait_visible(window)
+        latencies.append(time.perf_counter() - start)
+        await wait_complete(window)  # the prefetch ring too, before the next stroke
+        rerendered.append(feed.stats().rendered_tiles - before)
+    from engine.tiles import TILE_PX, Rect
+
+    corner = canvas.visible_tiles()[0].rect
+    block = Rect(corner.x, corner.y, 6 * TILE_PX, 6 * TILE_PX)  # the canvas's render block
+    tile = Rect(corner.x, corner.y, TILE_PX, TILE_PX)
+    costs = [window_cost(window.session.world, r, args.radius) for r in (block, tile)]
+    print(f"model: {window.session.model.description} on {window.session.device_text}")
+    print(f"window {args.size}: {visible} visible tiles; brush radius {args.radius:g} px")
+    print(
+        "end of stroke -> affected visible tiles updated: "
+        + ", ".join(f"{t:.2f}" for t in latencies)
+        + f" s (median {statistics.median(latencies):.2f} s)"
+    )
+    print(
+        f"tiles re-rendered per stroke (visible and prefetch ring): "
+        f"{', '.join(map(str, rerendered))}"
+    )
+    for r, (painted, plain), where in zip(
+        (block, tile), costs, ("a stroke through its middle", "a stroke across it"), strict=True
+    ):
+        print(
+            f"one {r.w}x{r.h} render window: unpainted {plain * 1000:.0f} ms, painted with "
+            f"{where} {painted * 1000:.0f} ms ({painted / plain:.2f}x)"
+        )
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+def window_cost(world, rect, radius: float, repeats: int = 3) -> tuple[float, float]:
+    """Best-of-`repeats` seconds to render `rect` (lod 0) with a horizontal stroke through
+    its middle (styles blend per pixel where they meet) and in the same world without it."""
+    from engine.edits import StyleStroke
+    from engine.styles import Style
+    from engine.world import World
+
+    plain = World(world.generator, world.seed, precision="auto")
+    painted = World(world.generator, world.seed, precision="auto")
+    cx, cy = rect.x + rect.w / 2, rect.y + rect.h / 2
+    stroke = ((cx - 100, cy), (cx + 100, cy))
+    painted.apply(StyleStroke(stroke, radius, 0.5, 1.0, Style.from_seed(7)))
+
+    def best(w) -> float:
+        w.render_lod_float([rect], 0)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            w.render_lod_float([rect], 0)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(painted), best(plain)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.show:
@@ -185,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = qasync.QEventLoop(qt_app)
         asyncio.set_event_loop(loop)
         with loop:
-            loop.run_until_complete(bench(window, args))
+            loop.run_until_complete((stroke_bench if args.stroke else bench)(window, args))
             window.shutdown()
             window.close()
         asyncio.set_event_loop(None)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.about import APP_NAME
 from app.dialogs import ask
+from app.gallery import StyleGallery
 from app.history import EditCommand
 from app.project import (
     SUFFIX,
@@ -58,6 +59,7 @@ class ProjectCommands:
             seed=self.session.seed,
             view=ProjectView(vp.center_x, vp.center_y, vp.zoom),
             edits=self.session.world.edits,
+            gallery=self.style_panel.gallery,
         )
 
     def _unless_cancelled(self, then: Callable[[], None]) -> None:
@@ -90,6 +92,7 @@ class ProjectCommands:
         def start() -> None:
             self.session.rebuild(seed=random_seed())
             self.undo_stack.clear()
+            self.style_panel.set_gallery(StyleGallery())
             self._connect_session()
             self._set_project_path(None)
             self.canvas.reset_view()
@@ -191,6 +194,7 @@ class ProjectCommands:
     ) -> None:
         self.session.rebuild(model=model, seed=project.seed, edits=project.edits)
         self.undo_stack.clear()
+        self.style_panel.set_gallery(project.gallery)
         for edit in project.edits:  # already in the log: undoable, not applied again
             self.undo_stack.push(EditCommand(lambda: self.session.world, edit, applied=True))
         self.undo_stack.setClean()

@@ -46,8 +46,11 @@ class Rect:
         return self.w * self.h
 
     def intersects(self, other: Rect) -> bool:
+        """True when the two rectangles share a pixel (an empty rectangle shares none)."""
         return (
-            self.x < other.right
+            self.area > 0
+            and other.area > 0
+            and self.x < other.right
             and other.x < self.right
             and self.y < other.bottom
             and other.y < self.bottom

@@ -16,15 +16,23 @@ and with a sub-pixel alignment offset (engine.model.geometry.level_shift). Beyon
 lod k renders the coarsest level (2 pixels per lattice cell) and averages 2**(k-stages+1)
 square blocks of it.
 
+Styles: edits may paint other global styles onto the world (engine.styles). A window
+that no style layer reaches renders with the world's base style through the generator's
+one-style path, exactly as without them; a window entirely covered by one style renders
+through the same path with that style; only a window where styles meet blends them per
+pixel, with the weights evaluated at every layer's own positions.
+
 Legend: B batch, C local latent channels, Hc/Wc lattice cells, H/W pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,11 +40,23 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.device import fast_dtype
-from engine.edits import Edit, edits_digest
-from engine.latents import Stream, field_key, normal_grids, normal_vector
+from engine.edits import Edit, edit_cells, edits_digest
+from engine.latents import Stream, field_key, normal_grids
 from engine.model import Generator, coordinate_grid
-from engine.model.geometry import CellWindow, texture_layer_sizes, window_covering
+from engine.model.generator import StyleBlend
+from engine.model.geometry import (
+    CellWindow,
+    structure_layer_grids,
+    texture_layer_grids,
+    texture_layer_sizes,
+    window_covering,
+)
+from engine.styles import Style, StyleLayer, composite_weights
 from engine.tiles import Rect, TileIndex, lod_for_scale, lod_rect
+
+if TYPE_CHECKING:
+    from engine.photo import Photo
+    from engine.placement import PhotoPlacement
 
 RENDER_CHUNK_PX = 2048  # largest window side `render` asks for at once, in lod pixels
 # Largest tensor of one generator call, in elements: bounds memory (latent hashing works in
@@ -44,6 +64,14 @@ RENDER_CHUNK_PX = 2048  # largest window side `render` asks for at once, in lod 
 ACTIVATION_BUDGET = {"cuda": 2**30, "cpu": 2**25}
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True, eq=False)
+class ResolvedStyle:
+    """A style as the generator reads it: z_g [1, Dg] and w [1, Dg] or W+ [1, slots, Dg]."""
+
+    z_g: torch.Tensor
+    w: torch.Tensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +104,12 @@ class World:
             self.dtype = PRECISIONS[precision]
         else:
             raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)}")
-        z_g = normal_vector(self.seed, Stream.GLOBAL_LATENT, self.config.global_dim)
-        self.z_g = z_g.to(self.device)[None]  # [1, Dg]: one style shared by every tile
-        with torch.no_grad():
-            self.w = generator.mapping(self.z_g)  # [1, Dg]
+        self._styles: dict[Style, ResolvedStyle] = {}
+        self._styles_lock = threading.Lock()
+        self.base_style = Style.from_seed(self.seed)
+        base = self.resolve_style(self.base_style)
+        self.z_g = base.z_g  # [1, Dg]: one style shared by every tile
+        self.w = base.w  # [1, Dg]
         self._budget = ACTIVATION_BUDGET.get(self.device.type, ACTIVATION_BUDGET["cpu"])
         self._synthesize = generator.synthesize
         if compile and self.device.type == "cuda":
@@ -124,6 +154,19 @@ class World:
         self._changed(edit)
         return edit
 
+    def replace(self, old: Edit, new: Edit) -> None:
+        """Put `new` where `old` is in the log (e.g. a re-rolled placement); redo is kept.
+
+        ValueError when `old` is not in the log.
+        """
+        with self._lock:
+            index = next((i for i, e in enumerate(self._edits) if e is old), None)
+            if index is None:
+                raise ValueError("that edit is not in the world's log")
+            self._edits = (*self._edits[:index], new, *self._edits[index + 1 :])
+        self._changed(old)
+        self._changed(new)
+
     def replace_edits(self, edits: Sequence[Edit]) -> None:
         """Set the whole log (opening a project); clears redo."""
         with self._lock:
@@ -145,10 +188,54 @@ class World:
         """Call `callback(influence)` (world pixels) after every change of the edit log."""
         self._listeners.append(callback)
 
+    def restyled(self, style: Style) -> World:
+        """The same generator and seed with `style` as the base style and no edits (for
+        previews such as a style gallery's thumbnails)."""
+        other = copy.copy(self)
+        other.base_style = style
+        base = self.resolve_style(style)
+        other.z_g, other.w = base.z_g, base.w
+        other._edits, other._redo = (), []
+        other._lock, other._listeners = threading.Lock(), []
+        return other
+
+    def resolve_style(self, style: Style) -> ResolvedStyle:
+        """z_g and w (or W+) of `style` on the render device, cached; ValueError when an
+        explicit style does not fit this model."""
+        with self._styles_lock:
+            found = self._styles.get(style)
+        if found is not None:
+            return found
+        cfg = self.config
+        z_g = style.global_latent(cfg.global_dim).to(self.device)[None]  # [1, Dg]
+        if style.w_plus is None:
+            with torch.no_grad():
+                w = self.generator.mapping(z_g)  # [1, Dg]
+        else:
+            w = torch.tensor(style.w_plus, dtype=torch.float32, device=self.device)[None]
+            if tuple(w.shape[1:]) != (cfg.style_slots, cfg.global_dim):
+                raise ValueError(
+                    f"style W+ is {tuple(w.shape[1:])}, the model needs "
+                    f"{(cfg.style_slots, cfg.global_dim)}"
+                )
+        resolved = ResolvedStyle(z_g, w)
+        with self._styles_lock:
+            if len(self._styles) > 256:
+                self._styles.clear()
+            self._styles[style] = resolved
+        return resolved
+
     def _changed(self, edit: Edit) -> None:
         influence = self.influence(edit)
         for callback in list(self._listeners):
             callback(influence)
+
+    def fitting(self, edits: tuple[Edit, ...]) -> tuple[Edit, ...]:
+        """The edits that can act on this model (a photo inverted with another model cannot:
+        it renders as if absent until the model it was made for is back)."""
+        if all(edit.fits(self.config) for edit in edits):
+            return edits
+        return tuple(edit for edit in edits if edit.fits(self.config))
 
     def influence(self, edit: Edit) -> Rect:
         """World pixels an edit can change: its cells grown by the generator's receptive field.
@@ -157,11 +244,27 @@ class World:
         the smallest with output), and z_l cell c feeds texture cells c - m .. c + m; one cell
         more on each side covers the sub-pixel offset of the coarse levels.
         """
-        cells = edit.cells()
+        cells = edit_cells(edit, self.config.stages)
         m, c = self.config.structure_margin, self.config.cell_px
         x0, y0 = cells.x - m - 6, cells.y - m - 6
         x1, y1 = cells.right + m + 2, cells.bottom + m + 2
         return Rect(x0 * c, y0 * c, (x1 - x0) * c, (y1 - y0) * c)
+
+    def place_photo(
+        self, photo: Photo, rect: Rect | tuple[int, int, int, int], **options: Any
+    ) -> PhotoPlacement | None:
+        """Invert `photo` at world pixels `rect` and apply the resulting `PhotoPlacement`.
+
+        Options are those of `engine.inversion.invert_photo` (settings, discriminator,
+        on_progress, should_stop). Returns the placement, or None when cancelled, in which
+        case the world is unchanged. Long: call it off the UI thread.
+        """
+        from engine.inversion import invert_photo  # the inversion module imports this one
+
+        placement = invert_photo(self, photo, rect, **options)
+        if placement is not None:
+            self.apply(placement)
+        return placement
 
     # Geometry ---------------------------------------------------------------------------
 
@@ -207,7 +310,8 @@ class World:
         """Digest of the edits that can change the pixels of `rect` at `lod`."""
         win = self.window(rect, lod)
         cells = Rect(*win.latent_rect(self.config.structure_margin))
-        return edits_digest(self._edits if edits is None else edits, cells)
+        edits = self.fitting(self._edits if edits is None else edits)
+        return edits_digest(edits, cells, stages=self.config.stages)
 
     def tile_digest(self, tile: TileIndex) -> str:
         return self.digest(tile.rect, tile.lod)
@@ -262,7 +366,7 @@ class World:
         size = (rects[0].w, rects[0].h)
         if any((r.w, r.h) != size for r in rects):
             raise ValueError("a batch needs rectangles of one size")
-        edits = self._edits if edits is None else edits
+        edits = self.fitting(self._edits if edits is None else edits)
         plan = self.plan(lod)
         p = plan.pool
         windows = [self.window(r, lod) for r in rects]
@@ -270,16 +374,30 @@ class World:
         windows = [CellWindow(w.x, w.y, cw, ch) for w in windows]  # one shape per batch
         z_l = self._local_latents(windows, edits)  # [B, C, Hc, Wc]
         coords = self._coordinates(windows)  # [B, 3, Hc, Wc]
-        noises = self._noises(windows, plan.level)  # per layer [B, 1, H_l, W_l]
+        noises = self._noises(windows, plan.level, edits)  # per layer [B, 1, H_l, W_l]
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
+        groups = self._style_groups(windows, plan.level, edits)
         with autocast:
-            rgb = self.generator.synthesize(
-                self.z_g, self.w, z_l, coords, noises, levels=plan.level
-            )
+            if len(groups) == 1 and len(groups[0][1]) == len(windows):
+                style, _ = groups[0]
+                rgb = self._synthesize_styled(style, z_l, coords, noises, plan.level)
+            else:
+                rgb = torch.empty(0)
+                for style, index in groups:
+                    part = self._synthesize_styled(
+                        style,
+                        z_l[index],
+                        coords[index],
+                        [n[index] for n in noises],
+                        plan.level,
+                    )
+                    if rgb.numel() == 0:
+                        rgb = part.new_empty((len(windows), *part.shape[1:]))
+                    rgb[index] = part
         rgb = rgb.float()  # [B, 3, H, W]
         crops = []
         for i, (r, w) in enumerate(zip(rects, windows, strict=True)):
@@ -287,7 +405,101 @@ class World:
             x0, y0 = r.x * p - ox, r.y * p - oy
             crops.append(rgb[i, :, y0 : y0 + r.h * p, x0 : x0 + r.w * p])
         out = torch.stack(crops)
-        return F.avg_pool2d(out, p) if p > 1 else out
+        out = F.avg_pool2d(out, p) if p > 1 else out
+        self._composite(out, rects, lod, edits)
+        return out
+
+    def _composite(
+        self, rgb: torch.Tensor, rects: Sequence[Rect], lod: int, edits: tuple[Edit, ...]
+    ) -> None:
+        """Let edits change finished pixels (e.g. a placed photo shown as is), in place."""
+        compositing = [e for e in edits if type(e).modify_rgb is not Edit.modify_rgb]
+        f = 2**lod
+        for i, r in enumerate(rects):
+            world_rect = Rect(r.x * f, r.y * f, r.w * f, r.h * f)
+            for edit in compositing:
+                if self.influence(edit).intersects(world_rect):
+                    edit.modify_rgb(rgb[i], r, lod)
+
+    def _synthesize_styled(
+        self,
+        style: ResolvedStyle | StyleBlend,
+        z_l: torch.Tensor,
+        coords: torch.Tensor,
+        noises: list[torch.Tensor],
+        level: int,
+    ) -> torch.Tensor:
+        if isinstance(style, StyleBlend):
+            return self.generator.synthesize(style, style, z_l, coords, noises, levels=level)
+        return self.generator.synthesize(style.z_g, style.w, z_l, coords, noises, levels=level)
+
+    def _style_groups(
+        self, windows: list[CellWindow], level: int, edits: tuple[Edit, ...]
+    ) -> list[tuple[ResolvedStyle | StyleBlend, list[int]]]:
+        """Windows grouped by how they are styled: one group per single style (the base
+        style for windows no style layer reaches), one group per window that blends."""
+        layers = [layer for edit in edits for layer in edit.style_layers()]
+        base = ResolvedStyle(self.z_g, self.w)
+        if not layers:
+            return [(base, list(range(len(windows))))]
+        single: dict[Style | None, list[int]] = {}
+        blended: list[tuple[ResolvedStyle | StyleBlend, list[int]]] = []
+        for i, window in enumerate(windows):
+            style = self._window_style(window, level, layers)
+            if isinstance(style, StyleBlend):
+                blended.append((style, [i]))
+            else:
+                single.setdefault(style, []).append(i)
+        groups: list[tuple[ResolvedStyle | StyleBlend, list[int]]] = [
+            (base if style is None else self.resolve_style(style), index)
+            for style, index in single.items()
+        ]
+        return groups + blended
+
+    def _window_style(
+        self, window: CellWindow, level: int, layers: list[StyleLayer]
+    ) -> Style | None | StyleBlend:
+        """The single style of a window (None: the base style), or its per-pixel blend."""
+        cfg = self.config
+        grids = structure_layer_grids(
+            window, blocks=cfg.structure_blocks, kernel=cfg.structure_kernel, stages=cfg.stages
+        )
+        widest = grids[0]  # every layer's positions lie within the G_S input's
+        extent = Rect(
+            widest.x0,
+            widest.y0,
+            widest.step * (widest.w - 1) + 1,
+            widest.step * (widest.h - 1) + 1,
+        )
+        touching = [layer for layer in layers if layer.bounds.intersects(extent)]
+        if not touching:
+            return None
+        palette: list[Style | None] = [None]
+        indexed = []
+        for layer in touching:
+            style = None if layer.style == self.base_style else layer.style
+            if style not in palette:
+                palette.append(style)
+            indexed.append((palette.index(style), layer))
+        grids += texture_layer_grids(window, cfg.stages, level)
+        maps = [composite_weights(indexed, g, len(palette), self.device) for g in grids]
+        for k, style in enumerate(palette):
+            if all(bool((m[k] == 1.0).all()) for m in maps):
+                return style
+        resolved = [self.resolve_style(s) if s is not None else None for s in palette]
+        z_g = torch.cat([self.z_g if r is None else r.z_g for r in resolved])  # [K, Dg]
+        w_plus = torch.cat([self._w_plus(self.w if r is None else r.w) for r in resolved])
+        n = cfg.structure_blocks + 1
+        return StyleBlend(
+            z_g=z_g,
+            w_plus=w_plus,  # [K, slots, Dg]
+            structure_weights=tuple(m[None] for m in maps[:n]),  # [1, K, h, w]
+            texture_weights=tuple(m[None] for m in maps[n:]),
+        )
+
+    def _w_plus(self, w: torch.Tensor) -> torch.Tensor:
+        """[1, Dg] or [1, slots, Dg] -> [1, slots, Dg]."""
+        return w[:, None].expand(-1, self.config.style_slots, -1) if w.ndim == 2 else w
 
     def _local_latents(self, windows: list[CellWindow], edits: tuple[Edit, ...]) -> torch.Tensor:
         m = self.config.structure_margin
@@ -316,14 +528,24 @@ class World:
         cols = torch.stack([torch.arange(w.x - m, w.x + w.w + m) for w in windows]).float() - centre
         return coordinate_grid(rows.to(self.device), cols.to(self.device), self.config)
 
-    def _noises(self, windows: list[CellWindow], level: int) -> list[torch.Tensor]:
+    def _noises(
+        self, windows: list[CellWindow], level: int, edits: tuple[Edit, ...] = ()
+    ) -> list[torch.Tensor]:
+        m = self.config.structure_margin
         per_window = [w.noise_rects(self.config.stages, level) for w in windows]
+        touching = [
+            [e for e in edits if e.cells().intersects(Rect(*w.latent_rect(m)))] for w in windows
+        ]
         noises = []
         for layer in range(2 * level):
             key = field_key(self.seed, Stream.NOISE, layer)
             _, _, w, h = per_window[0][layer]
             origins = [(rects[layer][0], rects[layer][1]) for rects in per_window]
-            noises.append(normal_grids(key, origins, w, h, device=self.device))  # [B, 1, H_l, W_l]
+            noise = normal_grids(key, origins, w, h, device=self.device)  # [B, 1, H_l, W_l]
+            for i, (x, y) in enumerate(origins):
+                for edit in touching[i]:
+                    edit.modify_noise(noise[i], layer, Rect(x, y, w, h))
+            noises.append(noise)
         return noises
 
 

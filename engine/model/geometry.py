@@ -132,3 +132,81 @@ def window_covering(
     cx, cw = axis(x, w)
     cy, ch = axis(y, h)
     return CellWindow(cx, cy, cw, ch)
+
+
+# Where each layer's values sit in the world ------------------------------------------
+#
+# Lattice cell c is centred on full-resolution pixel cell_px * c - 2 * (cell_px - 1). An
+# upsampling conv puts its input position i at output index 2 i - 1 (the transposed conv
+# puts it at 2 i, the valid blur shifts by one), a valid 3 x 3 conv moves index j to j - 1;
+# composing these from the lattice gives the closed forms of `texture_layer_grids`.
+
+
+@dataclass(frozen=True, slots=True)
+class PixelGrid:
+    """Positions of a layer's values: world full-resolution pixel (x0 + step * j, y0 + step * i)
+    for row i < h and column j < w. Positions are integers (step is a power of two)."""
+
+    x0: int
+    y0: int
+    step: int
+    w: int
+    h: int
+
+
+def cell_centre_px(cell: int, stages: int) -> int:
+    """Full-resolution world pixel on which lattice cell `cell` is centred (either axis)."""
+    cell_px = 2**stages
+    return cell_px * cell - 2 * (cell_px - 1)
+
+
+def structure_layer_grids(
+    window: CellWindow, *, blocks: int, kernel: int, stages: int
+) -> list[PixelGrid]:
+    """Positions of the structure synthesizer's inputs: the cells read by each of the
+    `blocks` blocks, then the cells of its output z_s (`blocks + 1` grids)."""
+    half, margin = kernel // 2, blocks * (kernel // 2)
+    step = 2**stages
+    grids = []
+    for block in range(blocks + 1):
+        trim = block * half
+        first_x, first_y = window.x - margin + trim, window.y - margin + trim
+        grids.append(
+            PixelGrid(
+                cell_centre_px(first_x, stages),
+                cell_centre_px(first_y, stages),
+                step,
+                window.w + 2 * (margin - trim),
+                window.h + 2 * (margin - trim),
+            )
+        )
+    return grids
+
+
+def texture_layer_grids(window: CellWindow, stages: int, levels: int) -> list[PixelGrid]:
+    """Positions of the outputs of every texture conv up to level `levels`, in order.
+
+    In stage s (r = 2**(stages - s) full pixels per value) output index j of the
+    upsampling conv sits at window pixel r * (j - 3) + 2, that of the plain conv at
+    r * (j - 2) + 2; window pixel 0 is world pixel cell_px * window.x (resp. y).
+    """
+    cell_px = 2**stages
+    ws = texture_layer_sizes(window.w, levels)
+    hs = texture_layer_sizes(window.h, levels)
+    grids = []
+    for layer, (w, h) in enumerate(zip(ws, hs, strict=True)):
+        r = 2 ** (stages - (layer // 2 + 1))
+        offset = 2 - (3 if layer % 2 == 0 else 2) * r
+        grids.append(PixelGrid(cell_px * window.x + offset, cell_px * window.y + offset, r, w, h))
+    return grids
+
+
+def cells_touching_pixels(x0: int, y0: int, x1: int, y1: int, stages: int) -> tuple[int, ...]:
+    """Lattice cells (x, y, w, h) whose inputs can read a value at a world pixel in
+    [x0, x1) x [y0, y1): every layer position of a window lies within one cell spacing of a
+    cell centre of the window's latent rectangle, so the cells centred within cell_px of
+    the pixels are enough."""
+    cell_px = 2**stages
+    cx0, cy0 = x0 // cell_px, y0 // cell_px
+    cx1, cy1 = (x1 - 1) // cell_px + 4, (y1 - 1) // cell_px + 4
+    return (cx0, cy0, cx1 - cx0, cy1 - cy0)

@@ -4,12 +4,13 @@ Descends from StyleGAN2 (Karras et al. 2020) as re-implemented by the InfinityGA
 authors; every layer here is padding-free unless it says otherwise, and no custom
 CUDA op is needed: the fused bias + leaky ReLU and the blurs are ordinary ops.
 
-Legend: B batch, C channels, H/W pixels, D style size.
+Legend: B batch, C channels, H/W pixels, D style size, K styles blended per pixel.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,21 @@ class EqualConv2d(nn.Module):
         )
 
 
+@dataclass(frozen=True, eq=False)
+class SpatialStyle:
+    """K styles blended per pixel: style(x) = sum_k weights[:, k](x) * styles[k].
+
+    `weights_in` holds the blend at the conv's input pixels, `weights_out` at its output
+    pixels (the same positions for a 1 x 1 conv); both are >= 0 and sum to 1 over K at
+    every pixel. Modulation is affine in the style, so blending styles equals blending
+    the modulations s_k they produce (spatial style fusion, INFINITYGAN.md section 7).
+    """
+
+    styles: Tensor  # [K, D]
+    weights_in: Tensor  # [B, K, H, W]
+    weights_out: Tensor  # [B, K, H', W']
+
+
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated (and optionally demodulated) convolution, padding-free.
 
@@ -145,7 +161,10 @@ class ModulatedConv2d(nn.Module):
       plain batched conv runs (the fast path for a world with one style);
     - one style per sample ([B, D]): the input activations are scaled and the output
       demodulated per sample, around one shared-weight conv (no grouped conv, so
-      training batches stay fast and bf16-friendly).
+      training batches stay fast and bf16-friendly);
+    - a blend of styles per pixel (`SpatialStyle`): the same, with the scale s(x) a
+      per-pixel mix of K modulations and the demodulation evaluated at each output pixel
+      from the blend there (exact, unlike the official code's resized input-side map).
 
     `input_gain` multiplies the input (folded into the weights, after demodulation): it
     carries the sqrt(2) of the previous layer's activation when that layer leaves it out.
@@ -172,8 +191,12 @@ class ModulatedConv2d(nn.Module):
         if upsample:
             self.blur = Blur([1, 2, 1], gain=4.0)
 
-    def forward(self, x: Tensor, style: Tensor, bias: Tensor | None = None) -> Tensor:
-        # x [B, Cin, H, W], style [1 or B, D], bias [Cout] -> [B, Cout, H', W']
+    def forward(
+        self, x: Tensor, style: Tensor | SpatialStyle, bias: Tensor | None = None
+    ) -> Tensor:
+        # x [B, Cin, H, W], style [1 or B, D] or SpatialStyle, bias [Cout] -> [B, Cout, H', W']
+        if isinstance(style, SpatialStyle):
+            return self._forward_spatial(x, style, bias)
         s = self.modulation(style)  # [b, Cin]
         weight = self.weight * self.scale  # [Cout, Cin, k, k]
         if s.shape[0] == 1:
@@ -187,6 +210,83 @@ class ModulatedConv2d(nn.Module):
             demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)  # [B, Cout]
             out = out * demod.view(*demod.shape, 1, 1).to(out.dtype)
         return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+
+    def _forward_spatial(self, x: Tensor, style: SpatialStyle, bias: Tensor | None) -> Tensor:
+        """The per-pixel path, paid for only where the blend differs from one style.
+
+        With r the style that covers most input pixels alone, s(x) = s_r + delta(x) where
+        delta is zero outside a box, and the conv is linear, so
+
+            conv(x * s(x), W) = conv(x, W s_r) + conv(x * delta, W)   (second term: box only)
+
+        and the output is demodulated by d_r (folded into the weights) times d(x) / d_r
+        (applied only where the output blend differs from style r). Far from where styles
+        meet, the work is the one-style path's.
+        """
+        # x [B, Cin, H, W], style.weights_in [B, K, H, W], weights_out [B, K, H', W']
+        s = self.modulation(style.styles).float()  # [K, Cin]
+        weight = (self.weight * self.scale).float()  # [Cout, Cin, k, k]
+        w_in, w_out = style.weights_in.float(), style.weights_out.float()
+        ref = int((w_in == 1.0).sum(dim=(0, 2, 3)).argmax())
+        box = _box_where_not(w_in[:, ref], halo=weight.shape[-1] - 1)
+        if box is not None and (box[1] - box[0]) * (box[3] - box[2]) > w_in[0, 0].numel() / 2:
+            # Styles meet over most of the input: one conv of the scaled input is cheaper.
+            return self._forward_blended_everywhere(x, s, weight, style, bias)
+        modulated = weight * s[ref].view(1, -1, 1, 1)
+        d_ref = torch.ones(weight.shape[0], device=weight.device)  # [Cout]
+        if self.demodulate:
+            d_ref = torch.rsqrt(modulated.pow(2).sum([1, 2, 3]) + 1e-8)
+        out = self._conv(x, modulated * d_ref.view(-1, 1, 1, 1) * self.input_gain, bias)
+        with torch.autocast(x.device.type, enabled=False):
+            if box is not None:
+                y0, y1, x0, x1 = box
+                delta = mix(w_in[:, :, y0:y1, x0:x1], s - s[ref])  # [B, Cin, h, w]
+                part = x[:, :, y0:y1, x0:x1]
+                scaled = (part * delta.to(x.dtype)).contiguous(memory_format=torch.channels_last)
+                corr = self._conv(scaled, weight * self.input_gain, None)  # (the fast conv path)
+                oy, ox = (2 * y0, 2 * x0) if self.upsample else (y0, x0)
+                h, w = corr.shape[-2:]
+                out[:, :, oy : oy + h, ox : ox + w] += corr * d_ref.view(1, -1, 1, 1).to(corr.dtype)
+            box = _box_where_not(w_out[:, ref], halo=0) if self.demodulate else None
+            if box is not None:
+                y0, y1, x0, x1 = box
+                ratio = self._spatial_demodulation(s, weight, w_out[:, :, y0:y1, x0:x1])
+                ratio = (ratio / d_ref.view(1, -1, 1, 1)).to(out.dtype)  # [B, Cout, h, w]
+                region = out[:, :, y0:y1, x0:x1]
+                if bias is None:
+                    region *= ratio
+                else:  # the bias comes after the demodulation
+                    b = bias.view(1, -1, 1, 1).to(out.dtype)
+                    region.sub_(b).mul_(ratio).add_(b)
+        return out
+
+    def _forward_blended_everywhere(
+        self, x: Tensor, s: Tensor, weight: Tensor, style: SpatialStyle, bias: Tensor | None
+    ) -> Tensor:
+        """conv(x * s(x), W) demodulated at every output pixel, with no box."""
+        with torch.autocast(x.device.type, enabled=False):
+            s_in = mix(style.weights_in.float(), s)  # [B, Cin, H, W]
+        scaled = (x * s_in.to(x.dtype)).contiguous(memory_format=torch.channels_last)
+        out = self._conv(scaled, weight * self.input_gain, None)
+        if self.demodulate:
+            with torch.autocast(x.device.type, enabled=False):
+                demod = self._spatial_demodulation(s, weight, style.weights_out.float())
+            out = out * demod.to(out.dtype)  # [B, Cout, H', W']
+        return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+
+    @staticmethod
+    def _spatial_demodulation(s: Tensor, weight: Tensor, m: Tensor) -> Tensor:
+        """rsqrt(sum_i (sum_k m_k s_ki)^2 sum_taps W_oi^2) at every pixel of the blend
+        m [B, K, H, W]: [B, Cout, H, W].
+
+        Expanded as the quadratic form sum_{k,l} m_k m_l Q_okl with Q_okl = sum_i s_ki s_li
+        sum_taps W_oi^2, so the per-pixel work is K^2 per output channel, not Cin.
+        """
+        k = s.shape[0]
+        w2 = weight.pow(2).sum([2, 3])  # [Cout, Cin]
+        q = (s[:, None, :] * s[None, :, :]).reshape(k * k, -1) @ w2.t()  # [K*K, Cout]
+        pairs = (m[:, :, None] * m[:, None]).flatten(1, 2)  # [B, K*K, H, W]
+        return torch.rsqrt(mix(pairs, q) + 1e-8)
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         weight = weight.to(x.dtype)
@@ -224,7 +324,9 @@ class StyledConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.output_gain = output_gain
 
-    def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, style: Tensor | SpatialStyle, noise: Tensor | None = None
+    ) -> Tensor:
         # x [B, Cin, H, W], noise [B, 1, H', W'] or None (no noise) -> [B, Cout, H', W']
         out = self.conv(x, style, self.bias)
         if noise is not None and self.noise_strength is not None:
@@ -249,7 +351,7 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(3))
         self.register_buffer("upsample_kernel", binomial_kernel([1, 2, 1], 4.0), persistent=False)
 
-    def forward(self, x: Tensor, style: Tensor, skip: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor | SpatialStyle, skip: Tensor | None) -> Tensor:
         # x [B, Cin, H, W], skip [B, 3, S, S] with 2S - 5 = H -> [B, 3, H, W]
         rgb = self.conv(x, style, self.bias)
         if skip is None:
@@ -257,6 +359,31 @@ class ToRGB(nn.Module):
         kernel = self.upsample_kernel.to(skip.dtype)[None, None].expand(3, 1, 3, 3)
         up = F.conv_transpose2d(skip, kernel, stride=2, padding=3, groups=3)  # 2S - 5
         return rgb + up.to(rgb.dtype)
+
+
+def mix(weights: Tensor, vectors: Tensor) -> Tensor:
+    """sum_k weights[:, k] * vectors[k] per pixel: weights [B, K, H, W], vectors [K, C] ->
+    [B, C, H, W]. K small: one fused multiply-add per style runs two to three times faster
+    on the CPU than the equivalent einsum or 1 x 1 convolution."""
+    vectors = vectors.to(weights.dtype)
+    out = weights[:, 0:1] * vectors[0].view(1, -1, 1, 1)
+    for k in range(1, vectors.shape[0]):
+        out.addcmul_(weights[:, k : k + 1], vectors[k].view(1, -1, 1, 1))
+    return out
+
+
+def _box_where_not(weight: Tensor, *, halo: int) -> tuple[int, int, int, int] | None:
+    """Rows [y0, y1) and columns [x0, x1) of the smallest box holding every pixel where
+    `weight` [B, H, W] is not exactly 1, grown by `halo` (clipped); None when there is none."""
+    rows = (weight != 1.0).any(dim=2).any(dim=0)  # [H]
+    if not bool(rows.any()):
+        return None
+    cols = (weight != 1.0).any(dim=1).any(dim=0)  # [W]
+    ys, xs = rows.nonzero()[:, 0], cols.nonzero()[:, 0]
+    h, w = weight.shape[-2:]
+    y0, y1 = max(0, int(ys[0]) - halo), min(h, int(ys[-1]) + 1 + halo)
+    x0, x1 = max(0, int(xs[0]) - halo), min(w, int(xs[-1]) + 1 + halo)
+    return y0, y1, x0, x1
 
 
 def center_crop(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:

@@ -6,6 +6,8 @@ the display rules; the others run the real tiny engine in a main window.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QObject, QPoint, QPointF, Qt, Signal
@@ -270,5 +272,7 @@ def test_burst_of_fast_pans_renders_the_newest_view_and_drops_stale_tiles(
     ox, oy = canvas.viewport.origin
     shot = grab_array(canvas)
     sx, sy = canvas.width() // 2, canvas.height() // 2
-    expected = window.session.world.render((round(ox) + sx, round(oy) + sy, 1, 1))[0, 0]
+    # Screen pixel s shows world pixel ceil(origin + s - 0.5) (tile edges snap half up).
+    wx, wy = math.ceil(ox + sx - 0.5), math.ceil(oy + sy - 0.5)
+    expected = window.session.world.render((wx, wy, 1, 1))[0, 0]
     assert np.abs(shot[sy, sx].astype(int) - expected.astype(int)).max() <= 1

@@ -39,7 +39,7 @@ class FakeWorld:
         return sum(r.area for _, rects in self.calls for r in rects) // TILE_PX**2
 
     def digest(self, rect: Rect, lod: int, edits: tuple | None = None) -> str:
-        return edits_digest(self.edits if edits is None else edits, rect)
+        return edits_digest(self.edits if edits is None else edits, rect, stages=3)
 
     def tile_digest(self, tile: TileIndex) -> str:
         return self.digest(tile.rect, tile.lod)
