@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
+    QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -327,9 +328,21 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
             self.export_tool_action,
         ]
 
-    def _dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
+    def _dock(
+        self, title: str, name: str, widget: QWidget, *, scrolls: bool = False
+    ) -> QDockWidget:
+        """A right-hand dock; `scrolls`: its panel scrolls when the window is too short."""
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
+        if scrolls:
+            area = QScrollArea()
+            area.setWidget(widget)
+            area.setWidgetResizable(True)
+            area.setFrameShape(QFrame.Shape.NoFrame)
+            area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            bar = area.verticalScrollBar().sizeHint().width()
+            area.setMinimumWidth(widget.minimumSizeHint().width() + bar)
+            widget = area
         dock.setWidget(widget)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.view_menu.addAction(dock.toggleViewAction())
@@ -338,11 +351,19 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
     def _build_docks(self) -> None:
         self.navigator_dock = self._dock("Navigator", "navigator", self.navigator)
         self.world_dock = self._dock("World", "world", self.world_panel)
-        self.styles_dock = self._dock("Styles", "styles", self.style_panel)
+        self.styles_dock = self._dock("Styles", "styles", self.style_panel, scrolls=True)
         self.photo_dock = self._photo_dock()
         self.history_view = QUndoView(self.undo_stack)
         self.history_view.setEmptyLabel("Start")
         self.history_dock = self._dock("History", "history", self.history_view)
+        # Five docks stacked would make the window taller than a laptop screen: two tab pairs.
+        self.tabifyDockWidget(self.world_dock, self.history_dock)
+        self.tabifyDockWidget(self.styles_dock, self.photo_dock)
+        self.world_dock.raise_()
+        self.styles_dock.raise_()
+        # Start with the spare height in the Styles / Photos docks (they hold lists).
+        vertical = Qt.Orientation.Vertical
+        self.resizeDocks([self.world_dock, self.styles_dock], [1, 1000], vertical)
         self.view_menu.addAction(self.toolbar.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -473,6 +494,9 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
             Tool.BRUSH: self.brush_tool_action,
         }
         actions.get(tool, self.pan_tool_action).setChecked(True)
+        if tool == Tool.BRUSH:  # the brush's settings and styles live in the Styles dock
+            self.styles_dock.show()
+            self.styles_dock.raise_()
 
     @Slot(object)
     def reroll(self, cells: Rect, salt: int | None = None) -> None:

@@ -62,7 +62,7 @@ class PhotoCommands:
         self.session.edited.connect(lambda _rect: self.photo_panel.refresh())
 
     def _photo_dock(self) -> QDockWidget:
-        return self._dock("Photos", "photos", self.photo_panel)
+        return self._dock("Photos", "photos", self.photo_panel, scrolls=True)
 
     def _add_photo_style(self, name: str, style) -> None:
         self.style_panel.add_style(name, style)

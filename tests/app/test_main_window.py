@@ -343,3 +343,12 @@ def test_export_tool_opens_the_export_dialog_on_the_dragged_rectangle(make_windo
     assert (x, y) == (math.floor(a[0]), math.floor(a[1]))
     assert (x + w - 1, y + h - 1) == (math.floor(b[0]), math.floor(b[1]))
     assert window.session.world.edits == ()  # exporting is not an edit
+
+
+def test_the_window_fits_a_laptop_screen_and_the_brush_shows_its_dock(make_window, qtbot):
+    window = make_window()
+    assert window.minimumSizeHint().height() <= 700  # a 1366 x 768 screen with a taskbar
+    assert window.tabifiedDockWidgets(window.styles_dock) == [window.photo_dock]
+    window.photo_dock.raise_()
+    window.set_tool(Tool.BRUSH)
+    qtbot.waitUntil(lambda: not window.styles_dock.visibleRegion().isEmpty())
