@@ -42,7 +42,7 @@ from engine.world import World, to_uint8
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SingleDevice", "TileRenderer", "TileWorkers", "render_tile"]
+__all__ = ["SingleDevice", "TileRenderer", "TileWorkers", "render_tile", "replicas", "on_device"]
 
 
 class TileRenderer(Protocol):
@@ -78,6 +78,35 @@ def render_tile(world: World, rect: Rect, lod: int, edits: tuple[Edit, ...]) -> 
     if pixels.shape != (rect.h, rect.w, 3):
         raise RuntimeError(f"render of {rect} returned {pixels.shape}")
     return pixels
+
+
+def replicas(world: World, devices: Sequence[torch.device | str]) -> list[World]:
+    """One World per device entry: `world` itself for the first entry on its own device,
+    `world.replica(device)` (a copy of the weights) for every other one."""
+    if not devices:
+        raise ValueError("at least one device is needed")
+    worlds: list[World] = []
+    used_own = False
+    for device in map(torch.device, devices):
+        if not used_own and _same_device(device, world.device):
+            worlds.append(world)
+            used_own = True
+        else:
+            log.info("copying the model to %s", device)
+            worlds.append(world.replica(device))
+    return worlds
+
+
+@contextlib.contextmanager
+def on_device(world: World) -> Iterator[None]:
+    """Run the body as a render worker of `world`'s device: on CUDA, with that device
+    current and on a stream of this worker's own (so workers on one GPU overlap)."""
+    if world.device.type != "cuda":
+        yield
+        return
+    torch.cuda.set_device(world.device)
+    with torch.cuda.stream(torch.cuda.Stream(world.device)):
+        yield
 
 
 class SingleDevice:
@@ -122,19 +151,9 @@ class TileWorkers:
         in_flight: int | None = None,
         threads_per_cpu_worker: int | None = None,
     ) -> None:
-        if not devices:
-            raise ValueError("TileWorkers needs at least one device")
         self.devices = [torch.device(d) for d in devices]
         self.world = world
-        self.replicas: list[World] = []
-        used_own = False
-        for device in self.devices:
-            if not used_own and _same_device(device, world.device):
-                self.replicas.append(world)
-                used_own = True
-            else:
-                log.info("copying the model to %s", device)
-                self.replicas.append(world.replica(device))
+        self.replicas = replicas(world, self.devices)
         self.in_flight = in_flight or 2 * len(self.devices)
         if self.in_flight < 1:
             raise ValueError("in_flight must be at least 1")
@@ -214,11 +233,7 @@ class _Run:
         """A worker thread: take the next job while the window allows, render, store."""
         if world.device.type == "cpu" and cpu_threads is not None:
             torch.set_num_threads(cpu_threads)
-        stream = contextlib.nullcontext()
-        if world.device.type == "cuda":
-            torch.cuda.set_device(world.device)
-            stream = torch.cuda.stream(torch.cuda.Stream(world.device))
-        with stream:
+        with on_device(world):
             while True:
                 with self._cv:
                     while not self._stopped and self._next < len(self.rects):
