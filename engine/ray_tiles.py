@@ -23,7 +23,9 @@ cancels the tasks still queued.
 
 Identity: a tile rendered on a node equals the one this machine would render on a device
 of the same kind and precision; mixing kinds (a CPU writer's sidecar, GPU nodes) can move
-values by float rounding, as any change of device does.
+values by float rounding, as any change of device does. torch's CPU kernels also round by
+thread count, so CPU tasks run with this process's number of torch threads unless
+`torch_threads` says otherwise.
 
 Cluster set-up: every node needs Infinity Canvas (the same version) and torch installed,
 e.g. the same environment image; the machine that writes connects with `address`. A local
@@ -39,10 +41,12 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from engine.checkpoint import generator_bytes, generator_from_bytes
 from engine.device import resolve_device
@@ -87,8 +91,10 @@ class RayTiles:
     starts a local Ray instance (or uses the one this process already started, e.g. with
     `ray.init(num_cpus=2)`). `precision`: fp32, bf16 or fp16 on the nodes; None: the
     world's precision. `gpus_per_task`: None: 1 when the cluster has GPUs, else 0 (then
-    each task takes `cpus_per_task` CPUs). `in_flight`: tasks beyond the oldest tile not
-    yet handed back. ExportError when Ray is not installed or the cluster unreachable.
+    each task takes `cpus_per_task` CPUs). `torch_threads`: torch threads of a task on a
+    CPU node (default: this process's, so tiles equal this machine's renders). `in_flight`:
+    tasks beyond the oldest tile not yet handed back. ExportError when Ray is not
+    installed or the cluster unreachable.
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class RayTiles:
         precision: str | None = None,
         gpus_per_task: float | None = None,
         cpus_per_task: float = 1,
+        torch_threads: int | None = None,
         in_flight: int | None = None,
     ) -> None:
         ray = _ray()
@@ -125,7 +132,13 @@ class RayTiles:
         model = generator_bytes(world.generator)
         self._model_key = hashlib.sha256(model).hexdigest()
         self._model = ray.put(model)
-        self._world = (world.seed, world.base_style, precision or world.precision)
+        self._job = _WorldJob(
+            self._model_key,
+            world.seed,
+            world.base_style,
+            precision or world.precision,
+            torch_threads or torch.get_num_threads(),
+        )
         self._label = (
             f"Ray cluster ({int(gpus)} GPUs)" if gpus_per_task else f"Ray cluster ({slots:g} CPUs)"
         )
@@ -146,7 +159,6 @@ class RayTiles:
         text = json.dumps([e.to_json() for e in edits])  # every edit kind, the same way
         edits_key = hashlib.sha256(text.encode()).hexdigest()
         edits_ref = ray.put(text)
-        seed, style, precision = self._world
         pending: deque = deque()
         rects = list(rects)
         submitted = 0
@@ -156,16 +168,8 @@ class RayTiles:
                     rect = rects[submitted].as_tuple()
                     pending.append(
                         self._task.remote(
-                            [self._model],
-                            self._model_key,
-                            seed,
-                            style,
-                            precision,
-                            [edits_ref],
-                            edits_key,
-                            rect,
-                            lod,
-                        )  # fmt: skip
+                            self._job, [self._model], edits_key, [edits_ref], rect, lod
+                        )
                     )
                     submitted += 1
                 head = pending[0]
@@ -194,14 +198,22 @@ _worlds: OrderedDict[tuple, World] = OrderedDict()
 _edit_logs: OrderedDict[str, tuple[Edit, ...]] = OrderedDict()
 
 
+@dataclass(frozen=True)
+class _WorldJob:
+    """What a task needs to know of the world besides the model's bytes and the edits."""
+
+    model_key: str  # sha256 of the model bytes
+    seed: int
+    style: Style  # the base style
+    precision: str
+    torch_threads: int  # on CPU nodes
+
+
 def _render_task(
+    job: _WorldJob,
     model: list,
-    model_key: str,
-    seed: int,
-    style: Style,
-    precision: str,
-    edits_json: list,
     edits_key: str,
+    edits_json: list,
     rect: tuple[int, int, int, int],
     lod: int,
 ) -> np.ndarray:
@@ -210,15 +222,17 @@ def _render_task(
     for every task): fetched only when this worker has not decoded them yet."""
     import ray
 
-    device = resolve_device("cuda" if _has_cuda() else "cpu")
+    device = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and torch.get_num_threads() != job.torch_threads:
+        torch.set_num_threads(job.torch_threads)
     with _cache_lock:
-        key = (model_key, seed, style, precision, str(device))
+        key = (job.model_key, job.seed, job.style, job.precision, str(device))
         world = _worlds.get(key)
         if world is None:
             generator = generator_from_bytes(ray.get(model[0]), device=device)
-            world = World(generator, seed, precision=precision)
-            if style != world.base_style:
-                world = world.restyled(style)
+            world = World(generator, job.seed, precision=job.precision)
+            if job.style != world.base_style:
+                world = world.restyled(job.style)
             _remember(_worlds, key, world)
         edits = _edit_logs.get(edits_key)
         if edits is None:
@@ -231,9 +245,3 @@ def _remember(cache: OrderedDict, key: Any, value: Any) -> None:
     cache[key] = value
     while len(cache) > WORKER_CACHE:
         cache.popitem(last=False)
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

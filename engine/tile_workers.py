@@ -12,8 +12,10 @@ equals a single-device render on devices of the same kind and precision, byte fo
 One worker thread per device entry, each with its own World replica (`World.replica`: a
 copy of the weights on that device, the same seed, base style and precision); the first
 entry on the world's own device uses the world itself. On CUDA each worker renders on its
-own stream. Several CPU entries (`cpu,cpu`) share the cores: each CPU worker gets an equal
-share of the caller's torch threads while a render runs (restored afterwards).
+own stream. Several CPU entries (`cpu,cpu`) share the cores: each CPU worker runs with the
+caller's number of torch threads, because torch's CPU kernels split their work (and so
+round) by thread count; `threads_per_cpu_worker` gives each fewer threads, which may pay
+on a many-core CPU but can change a few pixels by one level from a one-device render.
 
 Ordering and memory: workers take jobs in order, and at most `in_flight` jobs (default two
 per worker) are taken beyond the oldest one not yet handed back, so memory stays bounded
@@ -139,8 +141,8 @@ class TileWorkers:
     """One worker thread and World replica per device entry (see the module docstring).
 
     `in_flight`: jobs taken beyond the oldest undelivered one (default 2 per worker).
-    `threads_per_cpu_worker`: torch threads of each CPU worker when there are several
-    (default: the caller's torch threads divided among them, at least 1).
+    `threads_per_cpu_worker`: torch threads of each CPU worker (default: the caller's, so
+    that tiles are identical to the caller's renders; see the module docstring).
     """
 
     def __init__(
@@ -157,12 +159,9 @@ class TileWorkers:
         self.in_flight = in_flight or 2 * len(self.devices)
         if self.in_flight < 1:
             raise ValueError("in_flight must be at least 1")
-        cpu_workers = sum(d.type == "cpu" for d in self.devices)
-        self._cpu_threads = None
-        if cpu_workers > 1:
-            self._cpu_threads = threads_per_cpu_worker or max(
-                1, torch.get_num_threads() // cpu_workers
-            )
+        if threads_per_cpu_worker is not None and threads_per_cpu_worker < 1:
+            raise ValueError("threads_per_cpu_worker must be at least 1")
+        self._cpu_threads = threads_per_cpu_worker
 
     @property
     def label(self) -> str:
@@ -181,7 +180,7 @@ class TileWorkers:
         threads = [
             threading.Thread(
                 target=run.work,
-                args=(replica, self._cpu_threads),
+                args=(replica, self._cpu_threads or caller_threads),
                 name=f"tile-worker-{i}-{replica.device}",
             )
             for i, replica in enumerate(self.replicas)
@@ -198,8 +197,7 @@ class TileWorkers:
             run.stop()
             for thread in threads:
                 thread.join()
-            if self._cpu_threads is not None:
-                torch.set_num_threads(caller_threads)
+            torch.set_num_threads(caller_threads)
 
     def close(self) -> None:
         self.replicas = [self.world]
@@ -229,9 +227,9 @@ class _Run:
         self._error: BaseException | None = None
         self._stopped = False
 
-    def work(self, world: World, cpu_threads: int | None) -> None:
+    def work(self, world: World, cpu_threads: int) -> None:
         """A worker thread: take the next job while the window allows, render, store."""
-        if world.device.type == "cpu" and cpu_threads is not None:
+        if world.device.type == "cpu":
             torch.set_num_threads(cpu_threads)
         with on_device(world):
             while True:

@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 
 from engine.ray_tiles import RayTiles  # noqa: E402 - after the skip
 
-RECT = Rect(-100, -70, 200, 128)
+RECT = Rect(-192, -100, 384, 200)  # 3 x 2 render tiles of 128 (see test_tile_workers)
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,11 @@ def world():
 
 
 def test_ray_export_is_byte_identical_to_a_one_device_export(local_ray, world, tmp_path):
-    one = run_export(world, ExportJob(RECT, tmp_path / "one.tif"), render_tile=64)
+    one = run_export(world, ExportJob(RECT, tmp_path / "one.tif"), render_tile=128)
     renderer = RayTiles(world, in_flight=3)
     assert renderer.label == "Ray cluster (2 CPUs)"
     two = run_export(
-        world, ExportJob(RECT, tmp_path / "ray.tif"), render_tile=64, renderer=renderer
+        world, ExportJob(RECT, tmp_path / "ray.tif"), render_tile=128, renderer=renderer
     )
     assert two.read_bytes() == one.read_bytes()
     renderer.close()
@@ -61,9 +61,9 @@ def test_cancel_during_a_ray_export_stops_and_resumes_to_the_same_file(local_ray
 
     job = ExportJob(RECT, tmp_path / "r.png")
     with pytest.raises(ExportCancelled):
-        run_export(world, job, render_tile=64, renderer=renderer, should_stop=stop_after_three)
-    resumed = run_export(world, job, render_tile=64, renderer=renderer, resume=True)
-    one = run_export(world, ExportJob(RECT, tmp_path / "one.png"), render_tile=64)
+        run_export(world, job, render_tile=128, renderer=renderer, should_stop=stop_after_three)
+    resumed = run_export(world, job, render_tile=128, renderer=renderer, resume=True)
+    one = run_export(world, ExportJob(RECT, tmp_path / "one.png"), render_tile=128)
     assert resumed.read_bytes() == one.read_bytes()
 
 

@@ -18,8 +18,10 @@ from engine.tile_workers import TileWorkers
 from engine.tiles import Rect
 from engine.world import World
 
-RECT = Rect(-100, -70, 200, 128)  # 4 x 3 render tiles, the last row clipped
-RENDER_TILE = 64  # many small render tiles, so both workers get several
+RECT = Rect(-192, -100, 384, 200)
+# 3 x 2 render tiles (the last row clipped), large enough that torch splits their work over
+# threads: a worker with another thread count would round some pixels differently
+RENDER_TILE = 128
 
 
 @pytest.fixture(scope="module")
