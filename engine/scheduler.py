@@ -14,10 +14,10 @@ tiles, rendered as one window (every window pays a fixed margin of lattice cells
 one 512 px window is much cheaper than sixteen 128 px ones) and cut into tiles.
 
 Threading model:
-- One worker thread per device renders (one device unless `devices` lists several, e.g.
-  cuda:0,cuda:1: each worker has its own World replica, engine.tile_workers, and takes the
-  next queued job; a tile is a pure function of its inputs, so which worker renders it
-  does not change it). A worker is started by the first request that queues work, and
+- One worker thread per render world: the world itself, or `worlds`, replicas of it on
+  several devices (engine.tile_workers.replicas(world, ["cuda:0", "cuda:1"])). Each takes
+  the next queued job; a tile is a pure function of its inputs, so which worker renders it
+  does not change it. A worker is started by the first request that queues work, and
   it ends after `IDLE_EXIT_S` without work (a later request starts a new one) or at
   `close()`, which joins it. It is not a daemon: rendering is never killed half-way.
 - `on_tile(result)` is called without any lock held, from two threads: synchronously
@@ -53,11 +53,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from engine.cache import TileCache
 from engine.edits import Edit
-from engine.tile_workers import on_device, replicas
+from engine.tile_workers import on_device
 from engine.tiles import (
     TILE_PX,
     Rect,
@@ -132,7 +131,8 @@ class TileScheduler:
     `block_tiles`: side of the aligned blocks that missing tiles are grouped in (one
     render window per block). `prefetch_ring`: tiles around the view to render after the
     visible ones. `batch_max`: jobs of one shape rendered in one generator call.
-    `devices`: render devices, one worker each (default: the world's device).
+    `worlds`: the worlds that render, one worker each: replicas of `world` on several
+    devices (`engine.tile_workers.replicas`); default: `world` alone.
     """
 
     def __init__(
@@ -144,7 +144,7 @@ class TileScheduler:
         block_tiles: int = 6,
         prefetch_ring: int = 1,
         batch_max: int | None = None,
-        devices: Sequence[torch.device | str] | None = None,
+        worlds: Sequence[World] | None = None,
     ) -> None:
         """`batch_max`: windows per generator call; default 4 on GPUs, 1 on CPUs (where a
         batch is no faster and only costs memory)."""
@@ -153,7 +153,9 @@ class TileScheduler:
         if block_tiles < 1 or prefetch_ring < 0 or batch_max < 1:
             raise ValueError("need block_tiles >= 1, prefetch_ring >= 0 and batch_max >= 1")
         self.world = world
-        self.worlds = [world] if devices is None else replicas(world, devices)
+        self.worlds = [world] if worlds is None else list(worlds)
+        if not self.worlds:
+            raise ValueError("worlds must hold at least one world")
         self.cache = TileCache() if cache is None else cache
         self._on_tile = on_tile
         self._block_tiles = block_tiles

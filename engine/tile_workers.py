@@ -140,7 +140,9 @@ class SingleDevice:
 class TileWorkers:
     """One worker thread and World replica per device entry (see the module docstring).
 
-    `in_flight`: jobs taken beyond the oldest undelivered one (default 2 per worker).
+    `devices`: one worker per entry, on `replicas(world, devices)`; or `worlds`: replicas
+    already made (e.g. a GUI session's), one worker each. `in_flight`: jobs taken beyond
+    the oldest undelivered one (default 2 per worker).
     `threads_per_cpu_worker`: torch threads of each CPU worker (default: the caller's, so
     that tiles are identical to the caller's renders; see the module docstring).
     """
@@ -148,14 +150,19 @@ class TileWorkers:
     def __init__(
         self,
         world: World,
-        devices: Sequence[torch.device | str],
+        devices: Sequence[torch.device | str] | None = None,
         *,
+        worlds: Sequence[World] | None = None,
         in_flight: int | None = None,
         threads_per_cpu_worker: int | None = None,
     ) -> None:
-        self.devices = [torch.device(d) for d in devices]
+        if (devices is None) == (worlds is None):
+            raise ValueError("give TileWorkers either devices or worlds")
         self.world = world
-        self.replicas = replicas(world, self.devices)
+        self.replicas = replicas(world, devices) if worlds is None else list(worlds)
+        if not self.replicas:
+            raise ValueError("TileWorkers needs at least one world")
+        self.devices = [w.device for w in self.replicas]
         self.in_flight = in_flight or 2 * len(self.devices)
         if self.in_flight < 1:
             raise ValueError("in_flight must be at least 1")
