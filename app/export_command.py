@@ -2,6 +2,8 @@
 
     infinity-canvas export --seed 7 --rect=-20000,-4000,40000,8000 --out valley.tif
     infinity-canvas export --project trip.icanvas --rect 0,0,8192,4096 --format dzi --out trip.dzi
+    infinity-canvas export --seed 7 --rect 0,0,65536,16384 --devices all --out wide.tif
+    infinity-canvas export --seed 7 --rect 0,0,65536,16384 --ray auto --out wide.tif
 
 Progress and ETA go to stderr on one line. Ctrl-C stops after the tile being rendered;
 running the same command with `--resume` continues where it stopped (engine.export). The
@@ -74,6 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tile", type=int, default=256, help="tile side in the file (default 256)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    spread = parser.add_mutually_exclusive_group()
+    spread.add_argument(
+        "--devices",
+        help="render on several devices, one worker each: a list (cuda:0,cuda:1; cpu,cpu) or "
+        "'all' (every CUDA GPU); the file is the same as with one device. Replaces --device",
+    )
+    spread.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="render the tiles as tasks on a Ray cluster ('distributed' extra): 'auto' (the "
+        "cluster this machine belongs to), ray://HEAD:10001 (Ray Client) or 'local' (start "
+        "Ray on this machine); this machine writes the file",
+    )
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     # Hidden: render tile side in lod pixels (tests; default: the device's largest window).
     parser.add_argument("--render-tile", type=int, help=argparse.SUPPRESS)
@@ -121,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
             f"an unfinished export of {args.out} exists ({100 * unfinished.fraction:.0f}% "
             "written): add --resume to continue it, or --restart to start over"
         )
+    devices = None
+    if args.devices is not None:
+        from engine.device import resolve_devices
+
+        devices = resolve_devices(args.devices)
+        args.device = devices[0]
     world, model_ref = _world(args)
     plan = plan_export(world, job, render_tile=args.render_tile)
     if plan.rect != job.rect:
@@ -133,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         f"{plan.estimated_bytes / 1e6:,.0f} MB) to {args.out}",
         file=sys.stderr,
     )
+    renderer = _renderer(args, world, devices)
+    if renderer is not None:
+        print(f"rendering on {renderer.label}", file=sys.stderr)
     bar = ProgressLine(sys.stderr)
     stop = _StopOnInterrupt()
     with stop:
@@ -145,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 should_stop=stop,
                 model_ref=model_ref,
                 render_tile=args.render_tile,
+                renderer=renderer,
             )
         except ExportCancelled:
             bar.close()
@@ -155,8 +180,25 @@ def run(args: argparse.Namespace) -> int:
             return INTERRUPTED
         finally:
             bar.close()
+            if renderer is not None:
+                renderer.close()
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _renderer(args: argparse.Namespace, world: Any, devices: Any) -> Any:
+    """The TileRenderer of --devices or --ray; None for the world's own device."""
+    if args.ray is not None:
+        from engine.ray_tiles import RayTiles
+
+        address = None if args.ray == "local" else args.ray
+        precision = None if args.precision == "auto" else args.precision
+        return RayTiles(world, address=address, precision=precision)
+    if devices is not None and len(devices) > 1:
+        from engine.tile_workers import TileWorkers
+
+        return TileWorkers(world, devices)
+    return None
 
 
 def _world(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from engine.export import (
     unfinished_export,
 )
 from engine.export_formats import COMPRESSIONS
+from engine.tile_workers import TileWorkers
 from engine.tiles import MAX_LOD, Rect
 from engine.world import World
 
@@ -101,13 +102,17 @@ class ExportDialog(QDialog):
         model_ref: Mapping[str, Any] | None = None,
         output: Path | None = None,
         measure: bool = True,
+        render_worlds: Sequence[World] | None = None,
     ) -> None:
+        """`render_worlds`: the world and replicas of it on other devices to spread the
+        export's tiles over (engine.tile_workers); None: the world's device alone."""
         super().__init__(parent)
         self.setWindowTitle("Export")
         self.setWindowModality(Qt.WindowModality.NonModal)
         self.world = world
         self.view = Rect.of(view)
         self.model_ref = dict(model_ref) if model_ref is not None else None
+        self.render_worlds = list(render_worlds) if render_worlds else None
         self.state = "idle"
         self.result_path: Path | None = None
         self.error: BaseException | None = None
@@ -445,6 +450,9 @@ class ExportDialog(QDialog):
         self.progress_bar.show()
         self.status_label.setText("Resuming…" if resume else "Starting…")
         world, bridge, stop, model_ref = self.world, self._bridge, self._stop, self.model_ref
+        renderer = None
+        if self.render_worlds is not None and len(self.render_worlds) > 1:
+            renderer = TileWorkers(world, worlds=self.render_worlds)
 
         def body() -> None:
             try:
@@ -455,6 +463,7 @@ class ExportDialog(QDialog):
                     on_progress=bridge.progress.emit,
                     should_stop=stop.is_set,
                     model_ref=model_ref,
+                    renderer=renderer,
                 )
             except ExportCancelled:
                 bridge.cancelled.emit()

@@ -29,11 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="model checkpoint (*.safetensors) to open",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--device",
         choices=DEVICES,
         help="where the model runs; auto picks CUDA, then MPS, then the CPU "
         "(default: the last choice made in the window, else auto)",
+    )
+    where.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="render on several devices, one worker each: cuda:0,cuda:1,... or all (every "
+        "CUDA GPU); tiles and exports are the same as on one device. Choosing a device in "
+        "the World dock goes back to one",
     )
     parser.add_argument(
         "--seed", type=int, help="world seed (default: a random one; the seed box shows it)"
@@ -75,9 +83,16 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
     settings = Settings()
-    device = args.device or settings.device
-    if device not in available_devices():  # e.g. a GPU chosen last time is gone
-        device = "auto"
+    devices = None
+    if args.devices is not None:
+        from engine.device import resolve_devices
+
+        devices = [str(d) for d in resolve_devices(args.devices)]  # ValueError: a user error
+        device = devices[0]
+    else:
+        device = args.device or settings.device
+        if device not in available_devices():  # e.g. a GPU chosen last time is gone
+            device = "auto"
     ref = ModelRef.default() if args.checkpoint is None else ModelRef.of_file(args.checkpoint)
     model = load_model(ref, device)  # CheckpointError (a ValueError) reaches the CLI
 
@@ -86,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     quitting = asyncio.Event()
     qt_app.aboutToQuit.connect(quitting.set)
 
-    window = MainWindow(model, seed=args.seed, device=device, settings=settings)
+    window = MainWindow(model, seed=args.seed, device=device, devices=devices, settings=settings)
     window.show()
     if args.project is not None:
         window.open_project(args.project)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
@@ -94,6 +94,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
         *,
         seed: int | None = None,
         device: str | None = None,
+        devices: Sequence[str] | None = None,
         precision: str = "auto",
         settings: Settings | QSettings | None = None,
         paths: AppPaths | None = None,
@@ -112,6 +113,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
             random_seed() if seed is None else seed,
             precision=precision,
             cache_bytes=self.settings.cache_mb * 2**20,
+            devices=devices,
         )
         self.tasks = TaskRunner(self)
         self.project_path: Path | None = None
@@ -590,6 +592,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
 
         self.device = device
         self.settings.device = device
+        self.session.devices = None  # a device chosen here replaces `gui --devices`
         self._load_model(self.session.model.ref, device, self._use_model, failed)
 
     def _use_model(self, model: LoadedModel) -> None:
@@ -751,6 +754,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
             self,
             speed_mps=self._speed_mps,
             model_ref=self.session.model.ref.to_json(),
+            render_worlds=self.session.render_worlds,
         )
         dialog.exported.connect(
             lambda path: self.statusBar().showMessage(f"Exported to {path}", 15_000)

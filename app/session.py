@@ -8,6 +8,10 @@ in flight, so the UI never blocks on a rebuild. `shutdown` joins everything.
 
 `load_model` (Qt-free, slow: call it off the UI thread) turns a ModelRef into a loaded
 generator.
+
+Several devices (`devices`, e.g. cuda:0,cuda:1 from `gui --devices`): each World gets
+replicas on the other devices (engine.tile_workers.replicas), shared by both feeds, and
+every feed's scheduler runs one worker per device.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from engine.checkpoint import DEFAULT_CHECKPOINT, file_digest, load_generator, r
 from engine.device import device_label
 from engine.edits import Edit
 from engine.model import Generator
+from engine.tile_workers import replicas
 from engine.tiles import Rect
 from engine.world import World
 
@@ -87,10 +92,15 @@ class WorldSession(QObject):
         *,
         precision: str = "auto",
         cache_bytes: int = 512 * 2**20,
+        devices: Sequence[str] | None = None,
     ) -> None:
+        """`devices`: render on these devices, one worker each (the model must be on the
+        first); None: on the model's device."""
         super().__init__()
         self.model = model
         self.precision = precision
+        self.devices = list(devices) if devices and len(devices) > 1 else None
+        self._render_worlds: list[World] | None = None
         self._cache_bytes = cache_bytes
         self._generation = 0
         self._reaper: list[threading.Thread] = []
@@ -109,7 +119,15 @@ class WorldSession(QObject):
 
     @property
     def device_text(self) -> str:
+        if self._render_worlds is not None:
+            names = ", ".join(str(w.device) for w in self._render_worlds)
+            return f"{len(self._render_worlds)} devices ({names})"
         return device_label(self.world.device)
+
+    @property
+    def render_worlds(self) -> list[World] | None:
+        """The world and its replicas, one per device of `devices`; None for one device."""
+        return self._render_worlds
 
     @property
     def cache_bytes(self) -> int:
@@ -151,6 +169,8 @@ class WorldSession(QObject):
         for _ in redo:
             world.undo()
         world.add_listener(lambda influence, w=world: self._changed(w, influence))
+        # Copies of the weights, not a render: cheap enough for the UI thread.
+        self._render_worlds = None if self.devices is None else replicas(world, self.devices)
         return world
 
     def _new_feeds(self) -> tuple[TileFeed, TileFeed]:
@@ -160,6 +180,7 @@ class WorldSession(QObject):
             self._generation,
             cache=TileCache(self._cache_bytes),
             prefetch_ring=1,
+            worlds=self._render_worlds,
             name="canvas",
         )
         nav = TileFeed(
@@ -168,6 +189,7 @@ class WorldSession(QObject):
             cache=TileCache(NAV_CACHE_BYTES),
             block_tiles=2,
             prefetch_ring=0,
+            worlds=self._render_worlds,
             name="navigator",
         )
         return feed, nav

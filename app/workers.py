@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,7 @@ class TileFeed(QObject):
         block_tiles: int = 6,
         prefetch_ring: int = 1,
         batch_max: int | None = None,  # the scheduler's choice for the device
+        worlds: Sequence[World] | None = None,  # replicas on several devices (TileScheduler)
         name: str = "tiles",
     ) -> None:
         super().__init__()
@@ -140,6 +141,7 @@ class TileFeed(QObject):
             block_tiles=block_tiles,
             prefetch_ring=prefetch_ring,
             batch_max=batch_max,
+            worlds=worlds,
         )
         self._requests = RequestThread(self.scheduler, name=f"{name}-requests")
         self._closed = False

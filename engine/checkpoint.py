@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from safetensors.torch import save_file
 from torch import nn
 
@@ -217,6 +219,29 @@ def random_generator(
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         generator = Generator(config)
+    return _ready(generator, resolve_device(device))
+
+
+def generator_bytes(generator: Generator) -> bytes:
+    """A generator's config and float32 weights as safetensors bytes (to send to another
+    machine, e.g. a Ray task); `generator_from_bytes` reads them back exactly."""
+    metadata = {"format": FORMAT, "config": generator.config.to_json()}
+    return save_tensors(_prefixed("generator", generator, torch.float32), metadata=metadata)
+
+
+def generator_from_bytes(data: bytes, *, device: str | torch.device = "cpu") -> Generator:
+    """The generator of `generator_bytes` output, ready for inference on `device`; the
+    same validation as a checkpoint file (CheckpointError)."""
+    where = Path("generator bytes")
+    try:
+        header_size = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_size]).get("__metadata__") or {}
+        tensors = load_tensors(data)
+    except Exception as exc:  # safetensors reports bad data with several exception types
+        raise CheckpointError(f"unreadable generator bytes: {exc}") from exc
+    config, _ = _parse_metadata(where, metadata)
+    generator = Generator(config)
+    _load_strict(generator, _unprefixed("generator", tensors), where, "generator")
     return _ready(generator, resolve_device(device))
 
 

@@ -1,4 +1,8 @@
-"""Device choice and inference precision (`auto` = CUDA, then MPS, then CPU)."""
+"""Device choice and inference precision (`auto` = CUDA, then MPS, then CPU).
+
+`resolve_devices` turns a device list (`cuda:0,cuda:1`, `all`, `cpu,cpu`) into the devices
+of a multi-device render (engine.tile_workers): one worker per entry.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,41 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device type {device.type!r}")
     return device
+
+
+MAX_DEVICES = 64  # a list longer than this is a typo, not a machine
+
+
+def resolve_devices(
+    spec: str | torch.device | list[str | torch.device] | tuple = "auto",
+) -> list[torch.device]:
+    """The torch.devices of a device list, one render worker each, in the given order.
+
+    `spec`: a comma-separated string or a sequence of names. `all` means every CUDA GPU
+    (cuda:0, cuda:1, ...), or the one device `auto` picks where there is none; any other
+    entry is resolved by `resolve_device`. An entry may repeat (`cpu,cpu`: two CPU workers).
+    ValueError with a clear message for an empty list or an unusable entry.
+    """
+    if isinstance(spec, torch.device):
+        return [spec]
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if not names or any(isinstance(n, str) and not n for n in names):
+        raise ValueError(f"empty entry in the device list {spec!r} (e.g. cuda:0,cuda:1 or all)")
+    if names == ["all"]:
+        if torch.cuda.is_available():
+            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return [resolve_device("auto")]
+    if "all" in names:
+        raise ValueError("'all' cannot be combined with other devices")
+    if len(names) > MAX_DEVICES:
+        raise ValueError(f"{len(names)} devices listed; at most {MAX_DEVICES}")
+    devices = [resolve_device(n) for n in names]
+    return [
+        torch.device("cuda", torch.cuda.current_device())
+        if d.type == "cuda" and d.index is None
+        else d
+        for d in devices
+    ]
 
 
 def fast_dtype(device: torch.device) -> torch.dtype:

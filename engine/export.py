@@ -40,7 +40,11 @@ or corrupt record and everything after it are dropped), then writes the output a
 the beginning: strips found in the spill are copied from it, and only render tiles that
 cover some other strip are rendered. Rendering is deterministic (DESIGN.md §2) and the tile
 grid is the sidecar's, so the file is byte-identical to an uninterrupted export. Render
-tiles are independent, so they could later come from several devices.
+tiles are independent, so they may come from several devices: `renderer` takes an
+engine.tile_workers.TileRenderer (TileWorkers: one worker per device on this machine;
+engine.ray_tiles.RayTiles: tasks on a Ray cluster), which hands tiles back in the writer's
+order with a bounded number in flight; the file is the same as a one-device export's on
+devices of the same kind and precision.
 
 Threads: `on_progress` and `should_stop` are called on the calling thread, or for the
 libvips formats on a libvips worker thread; both must be quick.
@@ -82,8 +86,9 @@ from engine.export_formats import (
 )
 from engine.files import write_text_atomically
 from engine.model import Generator
+from engine.tile_workers import SingleDevice, TileRenderer
 from engine.tiles import MAX_LOD, Rect, lod_rect
-from engine.world import World, to_uint8
+from engine.world import World
 
 log = logging.getLogger(__name__)
 
@@ -406,6 +411,7 @@ def run_export(
     model_ref: Mapping[str, Any] | None = None,
     render_tile: int | tuple[int, int] | None = None,
     workers: int | None = None,
+    renderer: TileRenderer | None = None,
 ) -> Path:
     """Render `job` to `job.out` and return that path.
 
@@ -418,6 +424,9 @@ def run_export(
     {"preset": "lite"}), recorded in the sidecar; the resume check compares the weights.
     `render_tile`: see `plan_export` (tests, benchmarks); a resume uses the sidecar's.
     `workers`: compression threads (default: half the CPU cores, 1 to 8).
+    `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,
+    one tile after the other). It must render `world`'s model and seed; the caller keeps
+    ownership (it is not closed here).
 
     Raises ExportError (a ValueError) for an unwritable folder, a full disk, an impossible
     size or a mismatched resume; ExportCancelled when stopped.
@@ -447,14 +456,16 @@ def run_export(
     spill = _Spill(paths.spill, key, resume=resume)
     finished = False
     try:
-        pipeline = _Pipeline(world, plan, edits, spill, on_progress, should_stop)
+        renderer = SingleDevice(world) if renderer is None else renderer
+        pipeline = _Pipeline(renderer, plan, edits, spill, on_progress, should_stop)
         log.info(
-            "exporting %d x %d px (%d render tiles, %d of %d strips in the spill) to %s",
+            "exporting %d x %d px (%d render tiles, %d of %d strips in the spill) on %s to %s",
             plan.width,
             plan.height,
             plan.total_tiles,
             len(spill),
             plan.strips,
+            renderer.label,
             job.out,
         )
         with ThreadPoolExecutor(_workers(workers), thread_name_prefix="export-encode") as pool:
@@ -497,14 +508,14 @@ class _Pipeline:
 
     def __init__(
         self,
-        world: World,
+        renderer: TileRenderer,
         plan: ExportPlan,
         edits: tuple[Edit, ...],
         spill: _Spill,
         on_progress: Callable[[ExportProgress], None],
         should_stop: Callable[[], bool],
     ) -> None:
-        self.world, self.plan, self.edits, self.spill = world, plan, edits, spill
+        self.renderer, self.plan, self.edits, self.spill = renderer, plan, edits, spill
         self.on_progress, self.should_stop = on_progress, should_stop
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_TILES)
         self._stop = threading.Event()
@@ -539,26 +550,28 @@ class _Pipeline:
     # Render thread ----------------------------------------------------------------------
 
     def _produce(self) -> None:
+        needed = [self.plan.tile_rect(i) for i, n in enumerate(self._needed) if n]
+        rendered = self.renderer.render_in_order(
+            needed, self.plan.lod, self.edits, self._stop.is_set
+        )
         try:
-            for index, needed in enumerate(self._needed):
+            for index, is_needed in enumerate(self._needed):
                 if self._stop.is_set():
                     return
                 pixels = None
-                if needed:
+                if is_needed:
                     if self._first_render is None:
                         self._first_render = time.perf_counter()
-                    pixels = self._render(index)
+                    pixels = next(rendered, None)  # uint8 [h, w, 3]
+                    if pixels is None:  # the renderer saw the stop
+                        return
                 self._put((index, pixels))
         except BaseException as exc:  # noqa: B036 - every failure reaches the consumer
             self._put(exc)
-
-    def _render(self, index: int) -> np.ndarray:
-        rect = self.plan.tile_rect(index)
-        rgb = self.world.render_lod_float([rect], self.plan.lod, self.edits)
-        pixels = to_uint8(rgb)[0]  # [h, w, 3]
-        if pixels.shape != (rect.h, rect.w, 3):
-            raise RuntimeError(f"render of {rect} returned {pixels.shape}")
-        return pixels
+        finally:
+            close = getattr(rendered, "close", None)
+            if close is not None:
+                close()  # stops and joins the renderer's workers
 
     def _put(self, item: object) -> None:
         while not self._stop.is_set():

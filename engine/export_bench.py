@@ -11,6 +11,12 @@ REPEAT times in turn (the fastest of each is reported: shared machines are noisy
 and reports the writer's overhead, (full - generation) / generation, the writer alone as a
 share of generation, and the time extrapolated to one gigapixel (memory does not grow with
 the size, so the peak RSS stays what it is). Ratios are meaningful on one machine only.
+
+With `--devices cuda:0,cuda:1,...` (or `all`) it measures scaling instead: the same export
+on the first 1, 2, 4, ... of the listed devices (and all of them), one worker per device
+(engine.tile_workers), each after a warm-up of every worker, fastest of REPEAT; it reports
+the throughput per device count, the speed-up over one device, and whether each file is
+byte-identical to the one-device export (it must be, on devices of one kind).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import load_generator
+from engine.device import resolve_devices
 from engine.export import ExportJob, plan_export, run_export, write_tiles
 from engine.export_formats import DEFAULT_DEFLATE_LEVEL
+from engine.tile_workers import TileWorkers
 from engine.tiles import Rect
 from engine.world import World, to_uint8
 
@@ -154,6 +162,78 @@ def run_export_bench(
     )
 
 
+@dataclass(frozen=True)
+class ScalingPoint:
+    devices: tuple[str, ...]
+    export_s: float  # fastest full export
+    mp_per_s: float
+    speedup: float  # over the first point (one device)
+    identical: bool  # the file's bytes equal the one-device export's
+
+
+def run_scaling_bench(
+    world: World,
+    devices: list[torch.device],
+    folder: Path,
+    *,
+    size: int = 4096,
+    repeat: int = 3,
+    counts: list[int] | None = None,
+    on_progress=lambda message: None,
+) -> list[ScalingPoint]:
+    """The same `size` x `size` TIFF export on the first n of `devices` for each n of
+    `counts` (default 1, 2, 4, ... and len(devices)); `world` must be on devices[0]. One
+    device renders through the plain export path, more through TileWorkers."""
+    counts = counts or sorted({*(2**k for k in range(len(devices).bit_length())), len(devices)})
+    job = ExportJob(Rect(-size // 2, -size // 2, size, size), folder / "scaling.tif")
+    plan = plan_export(world, job)
+    shapes = {(r.w, r.h) for r in plan.tile_rects()}
+    warmup = [Rect(1 << 20, 0, w, h) for w, h in shapes]
+    points: list[ScalingPoint] = []
+    reference: bytes | None = None
+    for n in counts:
+        workers = TileWorkers(world, devices[:n], in_flight=2 * n)
+        on_progress(f"{n} device(s): warm-up of every worker")
+        for replica in workers.replicas:  # first calls of a shape set up kernels
+            for rect in warmup:
+                replica.render_lod([rect], plan.lod)
+        times = []
+        for i in range(repeat):
+            on_progress(f"{n} device(s): run {i + 1}/{repeat}")
+            start = time.perf_counter()
+            run_export(world, job, renderer=None if n == 1 else workers)
+            times.append(time.perf_counter() - start)
+        data = job.out.read_bytes()
+        reference = data if reference is None else reference
+        best = min(times)
+        first = points[0].export_s if points else best
+        points.append(
+            ScalingPoint(
+                devices=tuple(str(d) for d in devices[:n]),
+                export_s=best,
+                mp_per_s=plan.pixels / best / 1e6,
+                speedup=first / best,
+                identical=data == reference,
+            )
+        )
+        workers.close()
+    return points
+
+
+def format_scaling(world: World, size: int, points: list[ScalingPoint]) -> str:
+    lines = [
+        f"export scaling: {world.config.preset} ({str(world.dtype).removeprefix('torch.')}), "
+        f"{size} x {size} px tiff, fastest run per device count",
+        "  devices  seconds     MP/s  speed-up  identical to 1 device",
+    ]
+    for p in points:
+        lines.append(
+            f"  {len(p.devices):7d} {p.export_s:8.2f} {p.mp_per_s:8.2f} {p.speedup:8.2f}x  "
+            f"{'yes' if p.identical else 'NO'}  ({', '.join(p.devices)})"
+        )
+    return "\n".join(lines)
+
+
 def _outputs(out: Path) -> list[Path]:
     if out.suffix == ".dzi":
         return [out, *(p for p in out.with_name(out.stem + "_files").rglob("*") if p.is_file())]
@@ -185,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.export_bench", description=__doc__)
     parser.add_argument("--preset", default="lite")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--devices",
+        help="measure scaling over these devices instead (cuda:0,cuda:1,... or all; cpu,cpu "
+        "for a CPU check): 1, 2, 4, ... of them, throughput per device count",
+    )
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--size", type=int, default=4096, help="region side in pixels")
     parser.add_argument("--format", default="tiff", choices=["tiff", "png", "pyramid", "dzi"])
@@ -195,9 +280,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    world = World(
-        load_generator(preset=args.preset, device=args.device), 1, precision=args.precision
-    )
+    devices = None if args.devices is None else resolve_devices(args.devices)
+    device = args.device if devices is None else devices[0]
+    world = World(load_generator(preset=args.preset, device=device), 1, precision=args.precision)
+    progress = lambda m: print(f"... {m}", file=sys.stderr, flush=True)  # noqa: E731
+    if devices is not None:
+        with tempfile.TemporaryDirectory(dir=args.folder) as folder:
+            points = run_scaling_bench(
+                world, devices, Path(folder), size=args.size, repeat=args.repeat,
+                on_progress=progress,
+            )  # fmt: skip
+        print(format_scaling(world, args.size, points))
+        if args.json:
+            print(json.dumps([asdict(p) for p in points]))
+        return 0 if all(p.identical for p in points) else 1
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         result = run_export_bench(
             world,
@@ -207,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             compression=args.compression,
             deflate_level=args.deflate_level,
             repeat=args.repeat,
-            on_progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True),
+            on_progress=progress,
         )
     print(format_result(result))
     if args.json:

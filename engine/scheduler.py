@@ -14,7 +14,10 @@ tiles, rendered as one window (every window pays a fixed margin of lattice cells
 one 512 px window is much cheaper than sixteen 128 px ones) and cut into tiles.
 
 Threading model:
-- One worker thread renders; it is started by the first request that queues work, and
+- One worker thread per render world: the world itself, or `worlds`, replicas of it on
+  several devices (engine.tile_workers.replicas(world, ["cuda:0", "cuda:1"])). Each takes
+  the next queued job; a tile is a pure function of its inputs, so which worker renders it
+  does not change it. A worker is started by the first request that queues work, and
   it ends after `IDLE_EXIT_S` without work (a later request starts a new one) or at
   `close()`, which joins it. It is not a daemon: rendering is never killed half-way.
 - `on_tile(result)` is called without any lock held, from two threads: synchronously
@@ -45,7 +48,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,6 +56,7 @@ import numpy as np
 
 from engine.cache import TileCache
 from engine.edits import Edit
+from engine.tile_workers import on_device
 from engine.tiles import (
     TILE_PX,
     Rect,
@@ -122,11 +126,13 @@ class _Job:
 
 
 class TileScheduler:
-    """Renders the tiles a view needs on one worker thread, newest request first.
+    """Renders the tiles a view needs on one worker thread per device, newest request first.
 
     `block_tiles`: side of the aligned blocks that missing tiles are grouped in (one
     render window per block). `prefetch_ring`: tiles around the view to render after the
     visible ones. `batch_max`: jobs of one shape rendered in one generator call.
+    `worlds`: the worlds that render, one worker each: replicas of `world` on several
+    devices (`engine.tile_workers.replicas`); default: `world` alone.
     """
 
     def __init__(
@@ -138,6 +144,7 @@ class TileScheduler:
         block_tiles: int = 6,
         prefetch_ring: int = 1,
         batch_max: int | None = None,
+        worlds: Sequence[World] | None = None,
     ) -> None:
         """`batch_max`: windows per generator call; default 4 on GPUs, 1 on CPUs (where a
         batch is no faster and only costs memory)."""
@@ -146,6 +153,9 @@ class TileScheduler:
         if block_tiles < 1 or prefetch_ring < 0 or batch_max < 1:
             raise ValueError("need block_tiles >= 1, prefetch_ring >= 0 and batch_max >= 1")
         self.world = world
+        self.worlds = [world] if worlds is None else list(worlds)
+        if not self.worlds:
+            raise ValueError("worlds must hold at least one world")
         self.cache = TileCache() if cache is None else cache
         self._on_tile = on_tile
         self._block_tiles = block_tiles
@@ -156,11 +166,11 @@ class TileScheduler:
         self._epoch: int | None = None
         self._queue: list[_Job] = []  # highest priority first
         self._pending: dict[TileIndex, TileKey] = {}  # wanted by the newest request, undelivered
-        self._in_flight: list[_Job] = []
-        self._in_flight_keys: set[TileKey] = set()
-        self._busy = False  # the worker holds a batch (rendering or delivering it)
+        self._in_flight: dict[int, list[_Job]] = {}  # worker slot -> its batch
+        self._in_flight_keys: set[TileKey] = set()  # of every batch in flight
+        self._busy: set[int] = set()  # workers holding a batch (rendering or delivering it)
         self._closing = False
-        self._worker: threading.Thread | None = None  # the one that takes work
+        self._workers: dict[int, threading.Thread] = {}  # slot -> the thread taking work
         self._threads: list[threading.Thread] = []  # every worker not yet joined
         self._rendered_tiles = 0
         self._rendered_pixels = 0
@@ -255,7 +265,7 @@ class TileScheduler:
         with self._cv:
             return SchedulerStats(
                 queued_tiles=sum(len(job.keys) for job in self._queue),
-                in_flight_tiles=sum(len(job.keys) for job in self._in_flight),
+                in_flight_tiles=sum(len(j.keys) for b in self._in_flight.values() for j in b),
                 rendered_tiles=self._rendered_tiles,
                 rendered_pixels=self._rendered_pixels,
                 render_seconds=self._render_seconds,
@@ -317,35 +327,44 @@ class TileScheduler:
     # Worker -----------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
+        """Start workers that are not running (one per device), at most one per queued job."""
         # Caller holds the lock.
-        if self._worker is None:
-            self._threads = [t for t in self._threads if t.is_alive()]
-            self._worker = threading.Thread(target=self._run, name="tile-scheduler")
-            self._threads.append(self._worker)
-            self._worker.start()
+        self._threads = [t for t in self._threads if t.is_alive()]
+        idle = [slot for slot in range(len(self.worlds)) if slot not in self._workers]
+        for slot in idle[: len(self._queue)]:  # idle ones end after IDLE_EXIT_S
+            name = "tile-scheduler" if len(self.worlds) == 1 else f"tile-scheduler-{slot}"
+            worker = threading.Thread(target=self._run, args=(slot,), name=name)
+            self._workers[slot] = worker
+            self._threads.append(worker)
+            worker.start()
 
-    def _run(self) -> None:
+    def _run(self, slot: int) -> None:
+        world = self.worlds[slot]
+        with on_device(world):
+            self._serve(slot, world)
+
+    def _serve(self, slot: int, world: World) -> None:
         while True:
             with self._cv:
                 while not self._queue and not self._closing:
                     if not self._cv.wait(IDLE_EXIT_S) and not self._queue:
-                        self._worker = None  # the next request starts a new one
+                        del self._workers[slot]  # the next request starts a new one
                         return
                 if self._closing:
                     return
                 batch = self._take_batch()
-                self._in_flight = batch
-                self._in_flight_keys = {key for job in batch for key in job.keys}
-                self._busy = True
+                self._in_flight[slot] = batch
+                self._in_flight_keys |= {key for job in batch for key in job.keys}
+                self._busy.add(slot)
             try:
-                for result in self._finish(batch, *self._render(batch)):
+                for result in self._finish(slot, batch, *self._render(world, batch)):
                     with self._cv:
                         if self._closing:  # nothing is delivered once close() has begun
                             break
                     self._deliver(result)
             finally:
                 with self._cv:
-                    self._busy = False
+                    self._busy.discard(slot)
                     self._cv.notify_all()
 
     def _take_batch(self) -> list[_Job]:
@@ -366,12 +385,12 @@ class TileScheduler:
                 self._queue.remove(job)
         return batch
 
-    def _render(self, batch: list[_Job]) -> tuple[list[_Done], float, str | None]:
-        """Render the batch and cache its tiles; on failure, no tiles and the error."""
+    def _render(self, world: World, batch: list[_Job]) -> tuple[list[_Done], float, str | None]:
+        """Render the batch on `world` and cache its tiles; on failure, no tiles and the error."""
         first = batch[0]
         start = time.perf_counter()
         try:
-            rgb = self.world.render_lod_float([j.rect for j in batch], first.lod, first.edits)
+            rgb = world.render_lod_float([j.rect for j in batch], first.lod, first.edits)
             images = to_uint8(rgb)  # [B, h, w, 3]
             if images.shape != (len(batch), first.rect.h, first.rect.w, 3):
                 raise ValueError(f"render returned {images.shape} for {len(batch)} x {first.rect}")
@@ -392,12 +411,14 @@ class TileScheduler:
             )
 
     def _finish(
-        self, batch: list[_Job], done: list[_Done], seconds: float, error: str | None
+        self, slot: int, batch: list[_Job], done: list[_Done], seconds: float, error: str | None
     ) -> list[TileResult]:
         """Book the batch as rendered; return the results the newest request still wants."""
         with self._cv:
-            self._in_flight = []
-            self._in_flight_keys = set()
+            del self._in_flight[slot]
+            self._in_flight_keys = {
+                k for b in self._in_flight.values() for job in b for k in job.keys
+            }
             if error is None:
                 self._rendered_tiles += len(done)
                 self._rendered_pixels += sum(j.rect.area for j in batch)

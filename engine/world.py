@@ -188,6 +188,27 @@ class World:
         """Call `callback(influence)` (world pixels) after every change of the edit log."""
         self._listeners.append(callback)
 
+    @property
+    def precision(self) -> str:
+        """The name of the render precision (fp32, bf16 or fp16), as `World(precision=)` takes."""
+        return next(name for name, dtype in PRECISIONS.items() if dtype == self.dtype)
+
+    def replica(self, device: torch.device | str) -> World:
+        """The same world on `device`: its own copy of the weights, the same seed, base style,
+        precision and edit log (a snapshot; later edits do not reach it). Renders of a
+        replica on a device of the same kind are identical to this world's (engine.tile_workers
+        spreads tile jobs over replicas)."""
+        device = torch.device(device)
+        generator = copy.deepcopy(self.generator).to(device)
+        generator.requires_grad_(False)
+        other = World(generator, self.seed, precision=self.precision)
+        if self.base_style != other.base_style:
+            other.base_style = self.base_style
+            base = other.resolve_style(self.base_style)
+            other.z_g, other.w = base.z_g, base.w
+        other._edits = self._edits
+        return other
+
     def restyled(self, style: Style) -> World:
         """The same generator and seed with `style` as the base style and no edits (for
         previews such as a style gallery's thumbnails)."""

@@ -135,3 +135,28 @@ def test_export_error_opens_message_box(make_window, qtbot, tmp_path):
     assert isinstance(box, QMessageBox) and box.isVisible()
     assert box.icon() == QMessageBox.Icon.Critical
     assert dialog.export_button.isEnabled()  # fix the path and try again
+
+
+def test_a_window_on_two_devices_shows_them_and_exports_the_same_pixels(
+    make_window, qtbot, settle, tmp_path
+):
+    window = make_window(devices=["cpu", "cpu"])
+    settle(window)
+    assert "2 devices (cpu, cpu)" in window.model_label.text()
+    worlds = window.session.render_worlds
+    assert worlds[0] is window.session.world and len(worlds) == 2
+    assert window.session.feed.scheduler.worlds == worlds
+    dialog = open_dialog(window)
+    assert dialog.render_worlds == worlds
+    rect = Rect(-200, -100, 300, 200)
+    out = tmp_path / "two.png"
+    dialog.set_rect(rect)
+    dialog.set_format("png")
+    dialog.set_output(out)
+    with qtbot.waitSignal(dialog.exported, timeout=WAIT_MS):
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+    with Image.open(out) as image:
+        got = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(got, window.session.world.render(rect))
+    window.world_panel.deviceChosen.emit("auto")  # one device again
+    qtbot.waitUntil(lambda: window.session.render_worlds is None, timeout=WAIT_MS)

@@ -16,6 +16,7 @@ import engine
 from engine.cache import TileCache
 from engine.edits import RerollRegion, edits_digest
 from engine.scheduler import TileKey, TileResult, TileScheduler
+from engine.tile_workers import replicas
 from engine.tiles import TILE_PX, Rect, TileIndex, lod_rect, tiles_covering
 from engine.world import World, to_uint8
 
@@ -414,3 +415,31 @@ def test_an_edit_re_renders_only_the_tiles_it_touches_and_undo_serves_the_cache(
             assert r.key == before[tile].key
             assert r.rgb.tobytes() == before[tile].rgb.tobytes()
         assert s.wait_idle(WAIT_S) and s.stats().rendered_tiles == 6 + 3
+
+
+def test_two_devices_render_the_same_tiles_as_one_each_on_its_own_worker(world):
+    view = Rect(-256, -128, 640, 256)
+    edit = RerollRegion(-2, -2, 3, 3, salt=4)
+    world.apply(edit)
+    try:
+        results = {}
+        for worlds in (None, replicas(world, ["cpu", "cpu"])):
+            got, threads = Collector(), set()
+
+            def on_tile(result, got=got, threads=threads):
+                threads.add(threading.current_thread().name)
+                got(result)
+
+            with TileScheduler(world, on_tile, block_tiles=1, prefetch_ring=0, worlds=worlds) as s:
+                s.request(view, scale=1.0, epoch=1)
+                assert s.wait_idle(WAIT_S)
+                assert s.stats().rendered_tiles == 10
+            assert all(r.error is None for r in got.results)
+            results[worlds is None] = {r.key: r.rgb.tobytes() for r in got.results}
+            if worlds is not None:
+                assert threads == {"tile-scheduler-0", "tile-scheduler-1"}
+                assert s.worlds[0] is world and s.worlds[1].generator is not world.generator
+    finally:
+        world.undo()
+    assert results[False] == results[True]
+    assert not [t for t in threading.enumerate() if t.name.startswith("tile-scheduler")]
