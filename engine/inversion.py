@@ -61,7 +61,8 @@ class InversionSettings:
     pyramid_levels: int = 4
     feature_weight: float = 0.05  # discriminator features, when there is a discriminator
     noise_reg_weight: float = 1.0
-    prior_weight: float = 0.01
+    prior_weight: float = 0.01  # z_l and z_g near unit scale
+    style_prior_weight: float = 0.05  # W+ near the model's styles (see `style_statistics`)
     perturbation: float = 0.05  # decaying random push on z_l / W+ early on (escapes plateaus)
     seed: int = 0  # the perturbation's random stream
 
@@ -138,6 +139,24 @@ def _features(discriminator: Discriminator, image: Tensor, blocks: int = 2) -> l
     return out
 
 
+STYLE_SAMPLES = 2048  # mapped random z_g that estimate the spread of the model's styles
+
+
+@torch.no_grad()
+def style_statistics(world: World) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation [Dg] of w over random global latents (a fixed draw).
+
+    W+ is optimised as an offset from the world's style in units of this spread, with a
+    Gaussian prior on the offset: a diagonal form of the paper's Mahalanobis prior on W+.
+    Without it, the optimiser moves w far outside what the mapping network produces, and the
+    unconstrained surroundings of the photo render in garish colours.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    z = torch.randn(STYLE_SAMPLES, world.config.global_dim, generator=generator)
+    w = world.generator.mapping(z.to(world.device))  # [N, Dg]
+    return w.mean(0), w.std(0).clamp(min=1e-6)
+
+
 def _lr_factor(t: float) -> float:
     """Learning-rate schedule over progress t in [0, 1): 5% linear ramp-up, 25% cosine ramp-down."""
     ramp_down = min(1.0, (1.0 - t) / 0.25)
@@ -185,14 +204,14 @@ def invert_photo(
     z_l = z_l0.clone().requires_grad_(True)
     noises = [n.clone().requires_grad_(True) for n in noises0]
     z_g = world.z_g.clone().requires_grad_(settings.optimise_style)  # [1, Dg]
-    w_plus = (world.w[:, None].expand(-1, cfg.style_slots, -1).clone()).requires_grad_(
-        settings.optimise_style
-    )  # [1, S, Dg]
+    w_start = world.w[:, None].expand(-1, cfg.style_slots, -1)  # [1, S, Dg]
+    w_mean, w_std = style_statistics(world)  # [Dg] each
+    # W+ = w_start + w_std * w_offset: the offset is in units of the styles' spread.
+    w_offset = torch.zeros_like(w_start).requires_grad_(settings.optimise_style)  # [1, S, Dg]
     structure_vars = [z_l] + ([z_g] if settings.optimise_style else [])
-    texture_vars = noises + ([w_plus] if settings.optimise_style else [])
+    texture_vars = noises + ([w_offset] if settings.optimise_style else [])
     opt_s = torch.optim.Adam(structure_vars, lr=settings.lr_structure, betas=(0.9, 0.999))
     opt_t = torch.optim.Adam(texture_vars, lr=settings.lr_texture, betas=(0.9, 0.999))
-    w_scale = float(world.w.std())
     rng = torch.Generator(device="cpu").manual_seed(settings.seed)
     target_features = None
     if discriminator is not None and settings.feature_weight > 0:
@@ -217,9 +236,10 @@ def invert_photo(
                 group["lr"] = lr * _lr_factor(t)
         push = settings.perturbation * max(0.0, 1 - t / 0.75) ** 2
         z_in = z_l + push * torch.randn(z_l.shape, generator=rng).to(device)
+        w_plus = w_start + w_std * w_offset
         w_in = w_plus
         if settings.optimise_style:
-            w_in = w_plus + push * w_scale * torch.randn(w_plus.shape, generator=rng).to(device)
+            w_in = w_plus + push * w_std * torch.randn(w_plus.shape, generator=rng).to(device)
         with autocast:
             rgb = world.generator.synthesize(z_g, w_in, z_in, coords, noises)
         rgb = rgb.float()[:, :, cy : cy + rect.h, cx : cx + rect.w]  # [1, 3, h, w]
@@ -236,6 +256,8 @@ def invert_photo(
         loss = loss + settings.prior_weight * (z_l.pow(2).mean() - 1).pow(2)
         if settings.optimise_style:
             loss = loss + settings.prior_weight * (z_g.pow(2).mean() - 1).pow(2)
+            distance = (w_plus - w_mean) / w_std  # [1, S, Dg], about unit normal for a model's w
+            loss = loss + settings.style_prior_weight * distance.pow(2).mean()
         opt_s.zero_grad(set_to_none=True)
         opt_t.zero_grad(set_to_none=True)
         loss.backward()
@@ -274,7 +296,7 @@ def invert_photo(
         noise_origins=tuple((r[0], r[1]) for r in rects),
         noises=tuple(PackedTensor.pack(n[0, 0]) for n in noises),
         z_g=PackedTensor.pack(z_g[0]) if settings.optimise_style else None,
-        w_plus=PackedTensor.pack(w_plus[0]) if settings.optimise_style else None,
+        w_plus=PackedTensor.pack(w_plus.detach()[0]) if settings.optimise_style else None,
         photo_png=photo_png(photo, rect.w, rect.h),
         psnr=current_psnr,
     )
