@@ -29,8 +29,9 @@ from torch import Tensor
 
 from engine.checkpoint import read_checkpoint
 from engine.model import Generator
+from engine.world import World
 from training.data import ImageBank, load_images
-from training.sampling import preview_inputs, render_fakes, render_previews, sample_fakes
+from training.sampling import render_fakes, sample_fakes
 
 MIN_LEVEL_SIZE = 16
 NEIGHBOURHOOD = 7
@@ -150,16 +151,28 @@ def generated_patches(generator: Generator, count: int, seed: int, *, chunk: int
 
 @torch.no_grad()
 def generated_full_images(generator: Generator, count: int, scale: int, seed: int) -> Tensor:
-    """`count` images generated at `scale` x full_size, resized to full_size: [N, 3, F, F] (CPU)."""
+    """`count` images generated at `scale` x full_size, resized to full_size: [N, 3, F, F] (CPU).
+
+    Image i is the square of side scale x F centred on the horizon (y = 0) of the world with
+    seed `seed + i`, at a random horizontal position: rendered tile by tile by engine.World,
+    so memory stays bounded at any scale (a 16x image of the `lite` model is 6224 px wide).
+    """
     full = generator.config.full_size
-    inputs = preview_inputs(generator.config, count, full * scale, seed)
-    chunk = max(1, 16 // (scale * scale))
-    images = render_previews(generator, inputs, chunk=chunk)
-    if scale > 1:
-        images = F.interpolate(
-            images, size=(full, full), mode="bilinear", antialias=True, align_corners=False
-        )
-    return images.clamp(-1, 1)
+    side = full * scale
+    period_px = generator.config.coord_horizontal_period * generator.config.cell_px
+    rng = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        x = int(torch.randint(0, max(1, round(period_px)), (), generator=rng))
+        world = World(generator, seed=seed + i, precision="fp32")
+        rgb = world.render((x - side // 2, -(side // 2), side, side))  # [side, side, 3] uint8
+        image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        if scale > 1:
+            image = F.interpolate(
+                image, size=(full, full), mode="bilinear", antialias=True, align_corners=False
+            )
+        out.append(image)
+    return torch.cat(out).clamp(-1, 1)
 
 
 def evaluate_generator(
