@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from engine import load_generator
 from engine.cache import TileCache
 from engine.edits import Edit, StyleStroke, edit_from_json, polyline_distance
 from engine.model.layers import ModulatedConv2d, SpatialStyle
@@ -18,21 +17,6 @@ from engine.tiles import Rect, TileIndex
 from engine.world import World
 
 WAIT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def generator():
-    g = load_generator(preset="tiny", seed=11, device="cpu")
-    torch.manual_seed(2)
-    for name, p in g.named_parameters():  # trained-like: noise and biases matter
-        if "noise_strength" in name or name.endswith("bias"):
-            p.data.add_(torch.randn_like(p) * 0.2)
-    return g
-
-
-@pytest.fixture
-def world(generator):
-    return World(generator, seed=7, precision="fp32")
 
 
 def stroke(points, radius=40.0, softness=0.6, opacity=1.0, seed: int | None = 3) -> StyleStroke:

@@ -6,26 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine import load_generator
 from engine.edits import RerollRegion, edit_from_json
 from engine.latents import Stream, field_key, normal_grid
 from engine.tiles import Rect
 from engine.world import World
-
-
-@pytest.fixture(scope="module")
-def generator():
-    g = load_generator(preset="tiny", seed=11, device="cpu")
-    torch.manual_seed(2)
-    for name, p in g.named_parameters():  # trained-like: noise and biases matter
-        if "noise_strength" in name or name.endswith("bias"):
-            p.data.add_(torch.randn_like(p) * 0.2)
-    return g
-
-
-@pytest.fixture
-def world(generator):
-    return World(generator, seed=7, precision="fp32")
 
 
 def _crop(image, big: Rect, r: Rect):
