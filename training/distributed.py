@@ -6,7 +6,8 @@ gradients (and the loss, so that every rank's NaN guard takes the same decision)
 averaged over the ranks, so the weights stay identical everywhere, as with PyTorch's
 DistributedDataParallel. Averaging by hand instead of wrapping the modules keeps R1 and
 the path-length regulariser (double backward through parts of a model) simple and exact.
-Rank 0 alone writes the run folder.
+Rank 0 alone writes the run folder: its metrics.jsonl holds rank 0's loss terms and, as
+`*_total`, each update's loss averaged over all ranks.
 
 Without torchrun (no WORLD_SIZE in the environment, or 1) nothing here does any work, and
 a run is the plain single-process one. Backends: NCCL on CUDA, gloo on the CPU.
