@@ -4,12 +4,14 @@ loop (`exec`) would stall the asyncio tasks that share Qt's loop through qasync.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QMessageBox,
     QWidget,
@@ -110,3 +112,17 @@ def inform(
         icon=icon,
         detail=detail,
     )
+
+
+def choose_file(
+    parent: QWidget, title: str, folder: str, name_filter: str, chosen: Callable[[Path], None]
+) -> QFileDialog:
+    """A file dialog for one existing file; `chosen(path)` runs when the user picks it.
+
+    Returned before it is opened: the caller opens it (`open()`), maybe after a question.
+    """
+    dialog = QFileDialog(parent, title, folder, name_filter)
+    dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+    dialog.fileSelected.connect(lambda name: chosen(Path(name)))
+    dialog.finished.connect(dialog.deleteLater)
+    return dialog

@@ -22,7 +22,6 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QUnd
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
-    QFileDialog,
     QFrame,
     QLabel,
     QMainWindow,
@@ -36,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from app.about import APP_NAME, DESCRIPTION, app_version
 from app.canvas import Canvas, Tool
-from app.dialogs import GoToDialog, ask, inform
+from app.dialogs import GoToDialog, ask, choose_file, inform
 from app.export_dialog import ExportDialog
 from app.gallery import GalleryEntry, render_thumbnail
 from app.history import EditCommand, redo_edits
@@ -650,10 +649,9 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
     @Slot()
     def open_checkpoint_dialog(self) -> None:
         folder = self.settings.last_folder("checkpoints") or str(self.paths.checkpoints_dir)
-        dialog = QFileDialog(self, "Open Checkpoint", folder, CHECKPOINT_FILTER)
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
-        dialog.fileSelected.connect(lambda name: self.open_checkpoint(Path(name)))
-        dialog.finished.connect(dialog.deleteLater)
+        dialog = choose_file(
+            self, "Open Checkpoint", folder, CHECKPOINT_FILTER, self.open_checkpoint
+        )
         self._dialog = dialog
         dialog.open()
 

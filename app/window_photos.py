@@ -16,6 +16,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog
 
+from app.dialogs import choose_file
 from app.history import EditCommand, ReplaceEditCommand
 from app.photo_placement import PHOTO_FILTER, PhotoPanel, PhotoPlacer, is_photo_file
 from engine.checkpoint import read_checkpoint
@@ -73,10 +74,7 @@ class PhotoCommands:
     @Slot()
     def place_photo_dialog(self) -> QFileDialog:
         folder = self.settings.last_folder("photos") or str(Path.home())
-        dialog = QFileDialog(self, "Place Photo", folder, PHOTO_FILTER)
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
-        dialog.fileSelected.connect(lambda name: self.place_photo(Path(name)))
-        dialog.finished.connect(dialog.deleteLater)
+        dialog = choose_file(self, "Place Photo", folder, PHOTO_FILTER, self.place_photo)
         self._dialog = dialog
         dialog.open()
         return dialog

@@ -24,7 +24,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.about import APP_NAME
-from app.dialogs import ask
+from app.dialogs import ask, choose_file
 from app.gallery import StyleGallery
 from app.history import EditCommand
 from app.project import (
@@ -101,16 +101,12 @@ class ProjectCommands:
 
     @Slot()
     def open_project_dialog(self) -> None:
-        def chosen(name: str) -> None:
-            self.settings.set_last_folder("projects", Path(name).parent)
-            self.open_project(Path(name))
+        def chosen(path: Path) -> None:
+            self.settings.set_last_folder("projects", path.parent)
+            self.open_project(path)
 
-        dialog = QFileDialog(
-            self, "Open Project", self.settings.last_folder("projects"), PROJECT_FILTER
-        )
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
-        dialog.fileSelected.connect(chosen)
-        dialog.finished.connect(dialog.deleteLater)
+        folder = self.settings.last_folder("projects")
+        dialog = choose_file(self, "Open Project", folder, PROJECT_FILTER, chosen)
         self._dialog = dialog
         self._unless_cancelled(dialog.open)
 
