@@ -59,19 +59,22 @@ class Cluster:
     def average_gradients(self, parameters: list[torch.nn.Parameter], loss: Tensor) -> Tensor:
         """Average the gradients of `parameters` over the ranks in place; returns the mean loss.
 
-        Missing gradients count as zeros (every rank then holds the same tensors). One
-        flat all-reduce carries them all.
+        Which parameters have a gradient depends only on the loss term, so it is the same on
+        every rank; those without one keep none (the optimiser skips them, as in a single
+        process). One flat all-reduce carries them all.
         """
         if not self.active:
             return loss
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.detach().float()[None]])
+        having = [p for p in parameters if p.grad is not None]
+        flat = torch.cat(
+            [p.grad.reshape(-1).float() for p in having] + [loss.detach().float()[None]]
+        )
         dist.all_reduce(flat)
         flat /= self.world_size
         offset = 0
-        for p, g in zip(parameters, grads, strict=True):
-            n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
+        for p in having:
+            n = p.grad.numel()
+            p.grad = flat[offset : offset + n].view_as(p.grad).to(p.grad.dtype)
             offset += n
         return flat[-1]
 
