@@ -99,6 +99,27 @@ class Edit(ABC):
         return cached
 
 
+def reroll_cells(z_l: Tensor, cells: Rect, region: Rect, seed: int, salt: int) -> None:
+    """Fresh local latents (stream REROLL, `salt`) for the cells of `region` inside `cells`,
+    written into z_l [C, h, w] of the lattice cells `cells` in place."""
+    inside = region.intersection(cells)
+    if inside is None:
+        return
+    key = field_key(seed, Stream.REROLL, salt)
+    fresh = normal_grid(
+        key,
+        inside.x,
+        inside.y,
+        inside.w,
+        inside.h,
+        z_l.shape[0],
+        device=z_l.device,
+        dtype=z_l.dtype,
+    )
+    ox, oy = inside.x - cells.x, inside.y - cells.y
+    z_l[:, oy : oy + inside.h, ox : ox + inside.w] = fresh
+
+
 @dataclass(frozen=True)
 class RerollRegion(Edit):
     """Draw new local latents for the lattice cells of a rectangle (a new structure there).
@@ -121,22 +142,7 @@ class RerollRegion(Edit):
         return Rect(self.x, self.y, self.w, self.h)
 
     def modify_local_latents(self, z_l: Tensor, cells: Rect, seed: int) -> None:
-        inside = self.cells().intersection(cells)
-        if inside is None:
-            return
-        key = field_key(seed, Stream.REROLL, self.salt)
-        fresh = normal_grid(
-            key,
-            inside.x,
-            inside.y,
-            inside.w,
-            inside.h,
-            z_l.shape[0],
-            device=z_l.device,
-            dtype=z_l.dtype,
-        )
-        ox, oy = inside.x - cells.x, inside.y - cells.y
-        z_l[:, oy : oy + inside.h, ox : ox + inside.w] = fresh
+        reroll_cells(z_l, cells, self.cells(), seed, self.salt)
 
 
 @dataclass(frozen=True)

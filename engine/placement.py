@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from engine.edits import Edit, PackedTensor, register_edit
-from engine.latents import Stream, field_key, normal_grid
+from engine.edits import Edit, PackedTensor, register_edit, reroll_cells
 from engine.model.config import ModelConfig
 from engine.styles import Style, StyleLayer
 from engine.tiles import Rect
@@ -64,19 +63,6 @@ def _paste(dst: Tensor, dst_rect: Rect, src: Tensor, src_rect: Rect) -> None:
     dst[..., dy : dy + inside.h, dx : dx + inside.w] = src[
         ..., sy : sy + inside.h, sx : sx + inside.w
     ].to(dst.dtype)
-
-
-def reroll_cells(z_l: Tensor, cells: Rect, region: Rect, seed: int, salt: int) -> None:
-    """Fresh local latents (stream REROLL, `salt`) for the cells of `region` inside `cells`."""
-    inside = region.intersection(cells)
-    if inside is None:
-        return
-    key = field_key(seed, Stream.REROLL, salt)
-    fresh = normal_grid(
-        key, inside.x, inside.y, inside.w, inside.h, z_l.shape[0], device=z_l.device
-    )
-    ox, oy = inside.x - cells.x, inside.y - cells.y
-    z_l[:, oy : oy + inside.h, ox : ox + inside.w] = fresh.to(z_l.dtype)
 
 
 @register_edit

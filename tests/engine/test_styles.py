@@ -1,6 +1,5 @@
 """Spatial style fusion: style strokes, the style-layer hook and the per-pixel blend."""
 
-import random
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,16 +15,14 @@ from engine.styles import Style, StyleLayer
 from engine.tiles import Rect, TileIndex
 from engine.world import World
 
+from .conftest import assert_tiles_match_one_render, crop
+
 WAIT_S = 60.0
 
 
 def stroke(points, radius=40.0, softness=0.6, opacity=1.0, seed: int | None = 3) -> StyleStroke:
     style = None if seed is None else Style.from_seed(seed)
     return StyleStroke(tuple(points), radius, softness, opacity, style)
-
-
-def _crop(image, big: Rect, r: Rect):
-    return image[..., r.y - big.y : r.bottom - big.y, r.x - big.x : r.right - big.x]
 
 
 # The per-pixel modulated conv ------------------------------------------------------------
@@ -166,13 +163,7 @@ def test_tiles_rendered_alone_equal_one_big_render_with_strokes_present(world, l
     world.apply(stroke([(40, 20)], radius=25, softness=0.3, opacity=0.7, seed=None))
     shrink = 2**lod
     big = Rect(-240 // shrink, -160 // shrink, 420 // shrink, 320 // shrink)
-    whole = world.render_lod_float([big], lod)[0]
-    rng = random.Random(lod)
-    for _ in range(5):
-        w, h = rng.randint(1, big.w // 3), rng.randint(1, big.h // 3)
-        r = Rect(rng.randint(big.x, big.right - w), rng.randint(big.y, big.bottom - h), w, h)
-        alone = world.render_lod_float([r], lod)[0]
-        assert (alone - _crop(whole, big, r)).abs().max().item() <= 1e-4, r
+    assert_tiles_match_one_render(world, big, lod, tiles=5)
 
 
 def _edge_step_ratio(world: World, softness: float, rect: Rect) -> tuple[float, torch.Tensor]:
@@ -286,7 +277,7 @@ def test_any_edit_may_contribute_an_explicit_z_g_and_w_plus(world, generator):
     whole = world.render_lod_float([edge], 0)[0]
     part = Rect(390, -10, 30, 20)
     alone = world.render_lod_float([part], 0)[0]
-    assert (alone - _crop(whole, edge, part)).abs().max() <= 1e-4
+    assert (alone - crop(whole, edge, part)).abs().max() <= 1e-4
 
 
 def test_a_style_that_does_not_fit_the_model_is_refused(world):

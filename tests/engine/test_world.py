@@ -1,7 +1,5 @@
 """The central invariant: a tile is a pure function of (weights, seed, edits, position, lod)."""
 
-import random
-
 import numpy as np
 import pytest
 import torch
@@ -11,22 +9,14 @@ from engine.latents import Stream, field_key, normal_grid
 from engine.tiles import Rect
 from engine.world import World
 
-
-def _crop(image, big: Rect, r: Rect):
-    return image[..., r.y - big.y : r.bottom - big.y, r.x - big.x : r.right - big.x]
+from .conftest import assert_tiles_match_one_render
 
 
 @pytest.mark.parametrize("lod", [0, 1, 2, 3, 5])
 def test_tile_alone_equals_the_same_pixels_of_one_big_render(world, lod):
     shrink = 2 ** max(0, lod - 2)  # keep the lattice work of coarse lods small
     big = Rect(-230 // shrink, -170 // shrink, 420 // shrink, 330 // shrink)
-    whole = world.render_lod_float([big], lod)[0]
-    rng = random.Random(lod)
-    for _ in range(6):
-        w, h = rng.randint(1, big.w // 3), rng.randint(1, big.h // 3)
-        r = Rect(rng.randint(big.x, big.right - w), rng.randint(big.y, big.bottom - h), w, h)
-        alone = world.render_lod_float([r], lod)[0]
-        assert (alone - _crop(whole, big, r)).abs().max().item() <= 1e-4, r
+    assert_tiles_match_one_render(world, big, lod, tiles=6)
 
 
 def test_tile_alone_equals_tile_in_a_batch_of_nine(world):
