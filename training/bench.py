@@ -5,7 +5,9 @@ of `training.loop` on a bank of random images and reports images/s over a whole 
 R1 periods (16 iterations by default), so that the lazy regularisers are counted at their
 true share. `--phases` times each part of the iteration separately (with a device
 synchronisation around each, so the total is a little slower than the plain run);
-`--profile` prints the operators that take the most device time.
+`--profile` prints the operators that take the most device time. `--count-ops` counts the
+tensor operations one iteration dispatches (forward, backward and optimiser): small models
+train at the speed the host issues operations, so on a GPU the count sets the pace.
 
     python -m training.bench --preset paper --batch 16 --device cuda --phases --json
 """
@@ -20,12 +22,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from engine.device import resolve_device
 from training.config import TrainConfig, default_train_config
 from training.data import DatasetReport, ImageBank
 from training.loop import _Trainer
 
+R1_PERIOD = 16  # iterations over which every lazy regulariser runs its share
 PHASES = ("_real_batch", "_d_step", "_r1_step", "_g_step", "_path_step", "_ema_update")
 RANDOM_IMAGES = 16
 
@@ -76,6 +80,7 @@ def run_bench(
     device: str = "auto",
     phases: bool = False,
     profile: int = 0,
+    count_ops: bool = False,
 ) -> dict[str, Any]:
     """Train `warmup` then `iterations` iterations; the measured numbers as a dict."""
     dev = resolve_device(device)
@@ -110,9 +115,29 @@ def run_bench(
         }
     if dev.type == "cuda":
         result["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+    if count_ops:
+        result["ops_per_iteration"] = _ops_per_iteration(trainer, R1_PERIOD)
     if profile:
         result["profile"] = _profile(trainer, dev, profile)
     return result
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_per_iteration(trainer: _Trainer, iterations: int) -> float:
+    """Mean number of aten operations dispatched per iteration over `iterations`."""
+    with _OpCounter() as counter:
+        for _ in range(iterations):
+            trainer.iteration()
+    return counter.count / iterations
 
 
 def _profile(trainer: _Trainer, device: torch.device, iterations: int) -> str:
@@ -143,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="profile N more iterations"
     )
+    parser.add_argument(
+        "--count-ops", action="store_true", help="count the operations of 16 more iterations"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = parser.parse_args(argv)
     result = run_bench(
@@ -153,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.device,
         args.phases,
         args.profile,
+        args.count_ops,
     )
     table = result.pop("profile", None)
     if table:

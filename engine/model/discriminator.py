@@ -90,12 +90,18 @@ class Discriminator(nn.Module):
             EqualLinear(config.disc_linear, config.coord_dim),
         )
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        # image [B, 3, P, P] -> logit [B, 1], coords [B, 3]
+    def forward(self, image: Tensor, batches: int = 1) -> tuple[Tensor, Tensor]:
+        """image [B, 3, P, P] -> logit [B, 1], coords [B, 3].
+
+        `batches` > 1: the image holds that many equal batches one after the other (real
+        and fake patches, say), judged in one pass; the minibatch-stddev statistics stay
+        within each, so each batch's result is the one it would get alone.
+        """
         h = self.from_rgb(image)
         for block in self.blocks:
             h = block(h)
-        h = torch.cat([h, minibatch_stddev(h, self.stddev_group)], dim=1)
+        stddev = [minibatch_stddev(part, self.stddev_group) for part in h.chunk(batches)]
+        h = torch.cat([h, *stddev] if batches == 1 else [h, torch.cat(stddev)], dim=1)
         flat = self.final_conv(h).flatten(1)
         return self.adversarial(flat), self.coordinates(flat)
 

@@ -145,6 +145,19 @@ def test_discriminator_scores_a_batch_of_patches():
     assert logit.shape == (4, 1) and coords.shape == (4, 3)
 
 
+def test_discriminator_judges_stacked_batches_as_if_alone():
+    config = preset_config("tiny")
+    torch.manual_seed(0)
+    d = Discriminator(config)
+    real, fake = torch.randn(2, 8, 3, config.patch_size, config.patch_size)
+    logits, coords = d(torch.cat([real, fake]), batches=2)
+    alone = [d(real), d(fake)]
+    torch.testing.assert_close(logits, torch.cat([alone[0][0], alone[1][0]]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(coords, torch.cat([alone[0][1], alone[1][1]]), atol=1e-5, rtol=0)
+    mixed, _ = d(torch.cat([real, fake]))  # one batch: the stddev groups mix real and fake
+    assert (mixed - logits).abs().max() > 1e-4
+
+
 def test_lite_costs_at_most_150_kflop_per_pixel():
     config = preset_config("lite")
     generator = random_generator(config)
