@@ -14,7 +14,9 @@ work is done and thrown away). Such a preview is the image the generator had bui
 that stage: the same structure, colours and layout, without the finer stages' texture
 and with a sub-pixel alignment offset (engine.model.geometry.level_shift). Beyond that,
 lod k renders the coarsest level (2 pixels per lattice cell) and averages 2**(k-stages+1)
-square blocks of it.
+square blocks of it. A trained generator's later stages still shift the colours, so a
+level whose colours are off goes through an affine colour map fitted to the world's full
+renders (engine.preview).
 
 Styles: edits may paint other global styles onto the world (engine.styles). A window
 that no style layer reaches renders with the world's base style through the generator's
@@ -51,6 +53,7 @@ from engine.model.geometry import (
     texture_layer_sizes,
     window_covering,
 )
+from engine.preview import apply_colour_map, colour_maps
 from engine.styles import Style, StyleLayer, composite_weights
 from engine.tiles import Rect, TileIndex, lod_for_scale, lod_rect
 
@@ -379,9 +382,17 @@ class World:
 
     @torch.no_grad()
     def render_lod_float(
-        self, rects: Sequence[Rect], lod: int, edits: tuple[Edit, ...] | None = None
+        self,
+        rects: Sequence[Rect],
+        lod: int,
+        edits: tuple[Edit, ...] | None = None,
+        *,
+        calibrated: bool = True,
     ) -> torch.Tensor:
-        """float32 [B, 3, h, w] (about -1..1, on the render device) of equal-sized rects."""
+        """float32 [B, 3, h, w] (about -1..1, on the render device) of equal-sized rects.
+
+        Previews (lod >= 1) go through the generator's colour map of their texture level
+        (engine.preview) unless `calibrated` is False."""
         if not rects:
             raise ValueError("nothing to render")
         size = (rects[0].w, rects[0].h)
@@ -427,8 +438,19 @@ class World:
             crops.append(rgb[i, :, y0 : y0 + r.h * p, x0 : x0 + r.w * p])
         out = torch.stack(crops)
         out = F.avg_pool2d(out, p) if p > 1 else out
+        colour_map = self.preview_colour_maps().get(plan.level) if calibrated and lod else None
+        if colour_map is not None:
+            out = apply_colour_map(out, colour_map)
         self._composite(out, rects, lod, edits)
         return out
+
+    def preview_colour_maps(self) -> dict[int, torch.Tensor]:
+        """The generator's preview colour map per texture level (fitted on first use)."""
+        return colour_maps(self.generator, self.seed, self._calibration_render)
+
+    def _calibration_render(self, rect: Rect, lod: int) -> torch.Tensor:
+        world = World(self.generator, self.seed, precision="fp32")
+        return world.render_lod_float([rect], lod, edits=(), calibrated=False)[0]
 
     def _composite(
         self, rgb: torch.Tensor, rects: Sequence[Rect], lod: int, edits: tuple[Edit, ...]
