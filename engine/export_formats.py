@@ -12,8 +12,9 @@ already has, and its payload is taken from there: that is how a resumed export w
 same bytes without rendering or encoding those strips again.
 
 - `tiff`: tiled BigTIFF through tifffile, fed encoded tiles in row-major order: deflate
-  with the horizontal predictor (standard library zlib) or JPEG (imagecodecs, YCbCr 4:2:0
-  as libtiff writes it). A strip's payload is its row of tiles.
+  with the horizontal predictor (libdeflate through imagecodecs where installed, else the
+  standard library's zlib) or JPEG (imagecodecs, YCbCr 4:2:0 as libtiff writes it). A
+  strip's payload is its row of tiles.
 - `png`: written here with zlib and struct: one deflate stream made of independently
   compressed strips, each ending with a sync flush (as pigz does), so strips compress in
   parallel; the adler32 checksums of the strips are combined. Each strip's first row uses
@@ -159,6 +160,17 @@ def _pyvips() -> Any:
     return pyvips
 
 
+def deflate_function(level: int) -> Callable[[Any], bytes]:
+    """zlib-format deflate at `level`: libdeflate (through imagecodecs) where it is installed,
+    about 1.5x as fast as the standard library's zlib at level 1 and 10% smaller; else zlib.
+    Both release the GIL, so encoder threads compress in parallel."""
+    try:
+        from imagecodecs import deflate_encode
+    except ImportError:
+        return lambda data: zlib.compress(data, level)
+    return lambda data: bytes(deflate_encode(data, level=level))
+
+
 def _imagecodecs() -> Any:
     try:
         import imagecodecs
@@ -237,17 +249,33 @@ def _tiles_of(strip: np.ndarray, side: int, pad: str) -> np.ndarray:
     return np.ascontiguousarray(strip.reshape(side, n, side, 3).transpose(1, 0, 2, 3))
 
 
+def _tile_views(strip: np.ndarray, side: int) -> Iterator[np.ndarray]:
+    """The strip's tiles uint8 [T, T, 3], left to right: views of the strip where whole,
+    zero-padded copies at its right and bottom edges."""
+    s, w = strip.shape[:2]
+    for x in range(0, w, side):
+        tile = strip[:, x : x + side]
+        if tile.shape[:2] != (side, side):
+            padded = np.zeros((side, side, 3), np.uint8)
+            padded[:s, : tile.shape[1]] = tile
+            tile = padded
+        yield tile
+
+
 def _tiff_strip_encoder(spec: ImageSpec) -> Callable[[int, np.ndarray], bytes]:
     """A strip's payload: its tile count, their byte counts (uint32 LE), then the tiles."""
     side = spec.tile
     if spec.compression == "deflate":
+        deflate = deflate_function(spec.deflate_level)
 
         def encode_tiles(strip: np.ndarray) -> list[bytes]:
-            t = _tiles_of(strip, side, "zero")
-            d = np.empty_like(t)
-            d[:, :, 0] = t[:, :, 0]
-            np.subtract(t[:, :, 1:], t[:, :, :-1], out=d[:, :, 1:])  # TIFF predictor 2
-            return [zlib.compress(tile.data, spec.deflate_level) for tile in d]
+            d = np.empty((side, side, 3), np.uint8)  # one tile after the predictor
+            out = []
+            for tile in _tile_views(strip, side):
+                d[:, 0] = tile[:, 0]
+                np.subtract(tile[:, 1:], tile[:, :-1], out=d[:, 1:])  # TIFF predictor 2
+                out.append(deflate(d.data))
+            return out
 
     elif spec.compression == "jpeg":
         codecs = _imagecodecs()

@@ -30,7 +30,7 @@ from engine.export import (
     run_export,
     unfinished_export,
 )
-from engine.export_formats import adler32_combine
+from engine.export_formats import adler32_combine, deflate_function
 from engine.tiles import Rect
 from engine.world import World
 
@@ -428,6 +428,22 @@ def test_missing_imagecodecs_for_jpeg_tiff_names_the_extra(world, tmp_path, monk
     with pytest.raises(ExportError, match=r"imagecodecs.*infinity-canvas\[export\]"):
         export(world, tmp_path, "j.tif", compression="jpeg")
     assert not list(tmp_path.iterdir())
+
+
+def test_deflate_tiff_without_imagecodecs_uses_zlib_and_equals_the_render(
+    world, reference, tmp_path, monkeypatch
+):
+    with_codecs = export(world, tmp_path, "codecs.tif").read_bytes()
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)
+    path = export(world, tmp_path, "zlib.tif")
+    assert np.array_equal(read_image(path), reference)
+    assert path.read_bytes() != with_codecs or imagecodecs is None  # other encoder, same pixels
+
+
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_deflate_function_writes_zlib_streams(level):
+    data = bytes(range(256)) * 300
+    assert zlib.decompress(deflate_function(level)(data)) == data
 
 
 # Plan and pure helpers -------------------------------------------------------------------
