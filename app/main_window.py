@@ -140,7 +140,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
         self.navigator = Navigator()
         self.canvas.stand_in_stores = [self.navigator.store]
         self.world_panel = WorldPanel()
-        self.style_panel = StylePanel()
+        self.style_panel = StylePanel(undo_stack=self.undo_stack)
         self._thumbnail_world: object | None = None  # the World the thumbnails show
         self._build_photo_tools()
         self._build_actions()
@@ -521,22 +521,20 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
         self.settings.brush = self.style_panel.brush_percent()
 
     def _gallery_changed(self, _gallery) -> None:
-        self._meta_dirty = True
-        self._update_title()
+        self._update_title()  # gallery changes are undo-stack commands: the stack tracks them
 
     def _render_thumbnails(self, entries: list[GalleryEntry]) -> None:
         """Render the thumbnails of `entries` on a worker thread, for the current world."""
         world = self.session.world
-        styles = [(e.id, e.style) for e in entries]
 
         def work() -> list:
-            return [(i, rgb_to_qimage(render_thumbnail(world, s))) for i, s in styles]
+            return [(e, rgb_to_qimage(render_thumbnail(world, e.style))) for e in entries]
 
         def done(images: list) -> None:
             if world is not self.session.world:
                 return  # a newer world: its own thumbnails are on the way
-            for entry_id, image in images:
-                self.style_panel.set_thumbnail(entry_id, image)
+            for entry, image in images:
+                self.style_panel.set_thumbnail(entry, image)
 
         def failed(exc: BaseException) -> None:
             self.statusBar().showMessage(f"Style thumbnails failed: {exc}", 10_000)

@@ -2,9 +2,10 @@
 
 The panel shows a `StyleGallery` and emits what the user asked for; it changes its own
 gallery (add random, add from seed, duplicate, rename, delete) and says so with
-`galleryChanged`. Thumbnails are rendered by the main window off the UI thread and
-handed in with `set_thumbnail`. The selected entry is the style the brush paints; the
-base style (always first) erases.
+`galleryChanged`. Given the window's undo stack, each change is a `GalleryCommand` on it,
+undone and redone like an edit of the world. Thumbnails are rendered by the main window
+off the UI thread and handed in with `set_thumbnail`. The selected entry is the style the
+brush paints; the base style (always first) erases.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
+from PySide6.QtGui import QColor, QIcon, QImage, QPixmap, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -48,10 +49,14 @@ class StylePanel(QWidget):
     brushChanged = Signal(object)  # BrushSettings
     selectionChanged = Signal(int)  # entry id
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, parent: QWidget | None = None, *, undo_stack: QUndoStack | None = None
+    ) -> None:
         super().__init__(parent)
+        self._undo_stack = undo_stack  # gallery changes become undoable commands on it
         self._gallery = StyleGallery()
-        self._thumbs: dict[int, QPixmap] = {}
+        # by (entry id, style): an id freed by a delete may come back with another style
+        self._thumbs: dict[tuple[int, Style | None], QPixmap] = {}
         self.seed_for_duplicate = 0  # the world's seed (the window keeps it current)
         layout = QVBoxLayout(self)
 
@@ -146,7 +151,7 @@ class StylePanel(QWidget):
     def set_gallery(self, gallery: StyleGallery) -> None:
         """Show `gallery` (a project was opened); no galleryChanged."""
         self._gallery = gallery
-        self._thumbs = {k: v for k, v in self._thumbs.items() if k == BASE_ID}
+        self._thumbs = {k: v for k, v in self._thumbs.items() if k[0] == BASE_ID}
         self._fill()
 
     def select(self, entry_id: int) -> None:
@@ -168,68 +173,81 @@ class StylePanel(QWidget):
     def scale_radius(self, factor: float) -> None:
         self.radius_box.setValue(round(self.radius_box.value() * factor))
 
-    def set_thumbnail(self, entry_id: int, image: QImage) -> None:
+    def set_thumbnail(self, entry: GalleryEntry, image: QImage) -> None:
         pixmap = QPixmap.fromImage(image).scaled(
             THUMB_SIZE,
             Qt.AspectRatioMode.KeepAspectRatio,
             Qt.TransformationMode.SmoothTransformation,
         )
-        self._thumbs[entry_id] = pixmap
-        item = self._item(entry_id)
-        if item is not None:
+        self._thumbs[entry.id, entry.style] = pixmap
+        item = self._item(entry.id)
+        if item is not None and self.has_thumbnail(entry.id):
             item.setIcon(QIcon(pixmap))
 
     def invalidate_thumbnails(self, *, base_only: bool = False) -> None:
         """Thumbnails are out of date (new seed: base only; new model: all)."""
         if base_only:
-            self._thumbs.pop(BASE_ID, None)
+            self._thumbs.pop((BASE_ID, None), None)
         else:
             self._thumbs.clear()
         self._fill()
 
     def has_thumbnail(self, entry_id: int) -> bool:
-        return entry_id in self._thumbs
+        """Whether the entry `entry_id` of the gallery shown has its thumbnail."""
+        try:
+            return (entry_id, self._gallery.get(entry_id).style) in self._thumbs
+        except KeyError:
+            return False
 
     # Gallery commands -------------------------------------------------------------------
 
     @Slot()
     def add_random(self) -> GalleryEntry:
         gallery, entry = self._gallery.add_random()
-        self._changed(gallery, entry.id)
+        self._changed(gallery, entry.id, f"Add style {entry.name}")
         return entry
 
     def add_from_seed(self, seed: int) -> GalleryEntry:
         gallery, entry = self._gallery.add_from_seed(seed)
-        self._changed(gallery, entry.id)
+        self._changed(gallery, entry.id, f"Add style {entry.name}")
         return entry
 
     def add_style(self, name: str, style: Style) -> GalleryEntry:
         """Add an explicit style (a placed photo's inverted style) and select it."""
         gallery, entry = self._gallery.add(name, style)
-        self._changed(gallery, entry.id)
+        self._changed(gallery, entry.id, f"Add style {entry.name}")
         return entry
 
     def duplicate_selected(self, world_seed: int | None = None) -> GalleryEntry:
         entry = self.current_entry()
         seed = self.seed_for_duplicate if world_seed is None else world_seed
         gallery, copy = self._gallery.duplicate(entry.id, seed)
-        self._changed(gallery, copy.id)
+        self._changed(gallery, copy.id, f"Duplicate style {entry.name}")
         return copy
 
     def rename(self, entry_id: int, name: str) -> None:
-        self._changed(self._gallery.rename(entry_id, name), entry_id)
+        old = self._gallery.get(entry_id).name
+        gallery = self._gallery.rename(entry_id, name)
+        self._changed(gallery, entry_id, f"Rename style {old} to {gallery.get(entry_id).name}")
 
     @Slot()
     def delete_selected(self) -> None:
         entry = self.current_entry()
         if entry.is_base:
             return
-        self._thumbs.pop(entry.id, None)
-        self._changed(self._gallery.remove(entry.id), BASE_ID)
+        self._changed(self._gallery.remove(entry.id), BASE_ID, f"Delete style {entry.name}")
 
     # Internals --------------------------------------------------------------------------
 
-    def _changed(self, gallery: StyleGallery, select: int) -> None:
+    def _changed(self, gallery: StyleGallery, select: int, text: str) -> None:
+        """Show `gallery`, through an undoable command when the panel has an undo stack."""
+        before = (self._gallery, self.current_entry().id)
+        if self._undo_stack is None:
+            self._show(gallery, select)
+        else:
+            self._undo_stack.push(GalleryCommand(self, before, (gallery, select), text))
+
+    def _show(self, gallery: StyleGallery, select: int) -> None:
         self._gallery = gallery
         self._fill(select)
         self.galleryChanged.emit(gallery)
@@ -246,7 +264,7 @@ class StylePanel(QWidget):
             item.setData(ID_ROLE, entry.id)
             item.setToolTip(entry.describe())
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-            pixmap = self._thumbs.get(entry.id)
+            pixmap = self._thumbs.get((entry.id, entry.style))
             if pixmap is None:
                 missing.append(entry)
                 pixmap = QPixmap(THUMB_SIZE)
@@ -286,3 +304,24 @@ class StylePanel(QWidget):
         if name != self._gallery.get(entry_id).name:
             # Not from inside the item's own signal: renaming refills the list.
             QTimer.singleShot(0, lambda: self.rename(entry_id, name))
+
+
+class GalleryCommand(QUndoCommand):
+    """One change of the style gallery (add, duplicate, rename, delete) on the undo stack:
+    each state is a whole (immutable) gallery and the entry selected in it."""
+
+    def __init__(
+        self,
+        panel: StylePanel,
+        before: tuple[StyleGallery, int],
+        after: tuple[StyleGallery, int],
+        text: str,
+    ) -> None:
+        super().__init__(text)
+        self._panel, self._before, self._after = panel, before, after
+
+    def redo(self) -> None:
+        self._panel._show(*self._after)
+
+    def undo(self) -> None:
+        self._panel._show(*self._before)

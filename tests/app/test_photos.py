@@ -163,6 +163,8 @@ def test_fill_between_and_show_photo_are_undoable_and_saved(
     world, _ = world_of_project(path, device="cpu", precision="fp32")
     rect = (first.rect[0] - 40, -60, second.rect[2] + 640, 120)
     np.testing.assert_array_equal(world.render(rect), window.session.world.render(rect))
+    window.undo_stack.undo()  # the style added to the gallery
+    assert [e.name for e in window.style_panel.gallery.entries] == ["Base style"]
     window.undo_stack.undo()
     assert not window.session.world.edits[0].show_photo
 

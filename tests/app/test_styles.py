@@ -148,7 +148,9 @@ def test_a_brush_stroke_is_one_undoable_edit_that_repaints_only_its_tiles(
     assert isinstance(edit, StyleStroke)
     assert (edit.radius, edit.softness, edit.opacity) == (24.0, 0.4, 0.8)
     assert edit.style == entry.style and len(edit.points) >= 2
-    assert window.history_view.model().index(1, 0).data().startswith("Paint style of seed 11")
+    history = window.history_view.model()  # row 0 is the start, row 1 the added style
+    assert history.index(1, 0).data() == "Add style Seed 11"
+    assert history.index(2, 0).data().startswith("Paint style of seed 11")
     window.pan_tool_action.trigger()  # no brush outline in the pictures compared
     settle(window)
     after = grab_array(window.canvas)
@@ -194,6 +196,34 @@ def test_the_styles_dock_edits_the_gallery_and_shows_thumbnails(make_window, qtb
     qtbot.waitUntil(
         lambda: all(panel.has_thumbnail(e.id) for e in panel.gallery.entries), timeout=30_000
     )
+
+
+def test_gallery_changes_are_undone_and_redone_with_the_edits(make_window):
+    window = make_window()
+    panel, stack = window.style_panel, window.undo_stack
+    entry = panel.add_from_seed(5)
+    panel.rename(entry.id, "Autumn")
+    panel.select(entry.id)
+    window.paint_stroke(((0.0, 0.0), (40.0, 0.0)))
+    panel.select(entry.id)
+    panel.delete_button.click()
+    names = [["Base style"], ["Base style", "Seed 5"], ["Base style", "Autumn"]]
+    assert [e.name for e in panel.gallery.entries] == ["Base style"]
+    assert stack.count() == 4 and stack.undoText() == "Delete style Autumn"
+    stack.undo()
+    assert [e.name for e in panel.gallery.entries] == names[2]
+    assert panel.current_entry().id == entry.id  # the deleted style is selected again
+    stack.undo()  # the stroke
+    assert window.session.world.edits == ()
+    stack.undo()
+    assert [e.name for e in panel.gallery.entries] == names[1]
+    stack.undo()
+    assert [e.name for e in panel.gallery.entries] == names[0]
+    assert not window.isWindowModified()  # back at the saved state
+    for _ in range(4):
+        stack.redo()
+    assert [e.name for e in panel.gallery.entries] == ["Base style"]
+    assert len(window.session.world.edits) == 1 and window.isWindowModified()
 
 
 def test_the_gallery_and_strokes_are_saved_with_the_project(make_window, qtbot, tmp_path):
