@@ -5,8 +5,10 @@ the wheel zooms about the cursor (a touchpad's two-finger scroll pans, its pinch
 arrow keys pan (Shift: further). With the re-roll tool, a left drag selects a rectangle
 of lattice cells, emitted as `regionSelected(cells)`; with the export tool, a left drag
 selects a rectangle of world pixels, emitted as `areaSelected(rect)`. With the brush, a
-left drag paints a stroke (shown as it is drawn, under an outline of the brush), emitted
-on release as `strokeFinished(points)` in world pixels; Escape drops the stroke.
+left drag paints a stroke, under an outline of the brush: it is emitted as it grows as
+`strokeChanged(points)` (the window answers with `set_stroke_preview`, the new style
+rendered coarse, shown inside the brush's path) and on release as `strokeFinished(points)`,
+in world pixels; Escape drops the stroke.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import math
 from pathlib import Path
 from typing import Protocol
 
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
+    QImage,
     QKeyEvent,
     QMouseEvent,
     QNativeGestureEvent,
     QPainter,
+    QPainterPath,
+    QPainterPathStroker,
     QPen,
     QWheelEvent,
 )
@@ -77,6 +82,7 @@ class Canvas(TileView):
     regionSelected = Signal(object)  # Rect of lattice cells
     areaSelected = Signal(object)  # Rect of world pixels
     strokeFinished = Signal(object)  # tuple of (x, y) world pixels along the brush stroke
+    strokeChanged = Signal(object)  # the same, while the stroke is being painted
     filesDropped = Signal(object, float, float)  # list of Paths, world point of the drop
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -91,6 +97,7 @@ class Canvas(TileView):
         self.brush_radius = 64.0  # world pixels
         self.brush_softness = 0.5  # fraction of the radius that fades
         self._stroke: list[tuple[float, float]] | None = None  # world points being painted
+        self._stroke_preview: tuple[Rect, QImage] | None = None  # world rect, its pixels
         self._hover: QPointF | None = None  # widget position of the mouse (brush outline)
         self.interaction: CanvasInteraction | None = None
         self._interacting = False
@@ -211,6 +218,25 @@ class Canvas(TileView):
         # Points closer than a quarter radius add nothing a smooth brush could show.
         if math.hypot(x - last[0], y - last[1]) >= max(0.5, self.brush_radius / 4):
             self._stroke.append((x, y))
+            self.strokeChanged.emit(tuple(self._stroke))
+
+    def set_stroke_preview(self, rect: Rect, image: QImage) -> None:
+        """Show `image` (the world rectangle `rect` as the stroke being painted will make
+        it) inside the brush's path until the stroke ends; ignored when none is painted."""
+        if self._stroke is not None:
+            self._stroke_preview = (rect, image)
+            self.update()
+
+    @property
+    def stroke_preview_rect(self) -> Rect | None:
+        """The world rectangle of the preview shown, None when none is."""
+        return None if self._stroke_preview is None else self._stroke_preview[0]
+
+    def _end_stroke(self) -> tuple[tuple[float, float], ...]:
+        points = tuple(self._stroke or ())
+        self._stroke, self._stroke_preview = None, None
+        self.update()
+        return points
 
     def _paint_brush(self, painter: QPainter) -> None:
         if self._tool is not Tool.BRUSH:
@@ -221,11 +247,22 @@ class Canvas(TileView):
             pen = QPen(STROKE_COLOUR, max(1.0, 2 * self.brush_radius * z))
             pen.setCapStyle(Qt.PenCapStyle.RoundCap)
             pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
-            painter.setPen(pen)
             points = [QPointF(*self.viewport.to_screen(x, y)) for x, y in self._stroke]
             if len(points) == 1:
                 points.append(points[0])
-            painter.drawPolyline(points)
+            if self._stroke_preview is not None:  # the new style, inside the brush's path
+                stroker = QPainterPathStroker(pen)
+                rect, image = self._stroke_preview
+                x0, y0 = self.viewport.to_screen(rect.x, rect.y)
+                x1, y1 = self.viewport.to_screen(rect.right, rect.bottom)
+                painter.save()
+                painter.setClipPath(stroker.createStroke(_open_path(points)))
+                painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+                painter.drawImage(QRectF(x0, y0, x1 - x0, y1 - y0), image)
+                painter.restore()
+            else:
+                painter.setPen(pen)
+                painter.drawPolyline(points)
         if self._hover is None:
             return
         r = self.brush_radius * z
@@ -323,9 +360,7 @@ class Canvas(TileView):
         event.accept()
 
     def _finish_stroke(self) -> None:
-        points = tuple(self._stroke or ())
-        self._stroke = None
-        self.update()
+        points = self._end_stroke()
         if points:
             self.strokeFinished.emit(points)
 
@@ -405,11 +440,17 @@ class Canvas(TileView):
             return
         if event.key() == Qt.Key.Key_Escape and (self._band or self._stroke) is not None:
             self._band = None
-            self._stroke = None
-            self.update()
+            self._end_stroke()
             event.accept()
             return
         super().keyPressEvent(event)
+
+
+def _open_path(points: list[QPointF]) -> QPainterPath:
+    path = QPainterPath(points[0])
+    for point in points[1:]:
+        path.lineTo(point)
+    return path
 
 
 def cells_under(a: QPointF | QPoint, b: QPointF | QPoint, cell_px: int) -> Rect:

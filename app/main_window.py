@@ -12,13 +12,14 @@ asyncio tasks that share Qt's loop through qasync.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QUndoStack
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QImage, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 
 AUTOSAVE_MS = 30_000
 STATUS_MS = 250
+STROKE_PREVIEW_PX = 256  # longest side of the coarse live preview of a stroke being painted
 CHECKPOINT_FILTER = (
     "Checkpoints (*.safetensors *.pth *.pth.tar *.pt);;Infinity Canvas (*.safetensors);;"
     "Official InfinityGAN (*.pth *.pth.tar *.pt);;All files (*)"
@@ -115,6 +117,8 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
             devices=devices,
         )
         self.tasks = TaskRunner(self)
+        self._stroke_preview_busy = False
+        self._stroke_preview_next: tuple[tuple[float, float], ...] | None = None
         self.project_path: Path | None = None
         self._meta_dirty = False  # seed / model changes (edits are tracked by the undo stack)
         self._closing_confirmed = False
@@ -392,6 +396,7 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
         self.canvas.regionSelected.connect(self.reroll)
         self.canvas.areaSelected.connect(self.export_area)
         self.canvas.strokeFinished.connect(self.paint_stroke)
+        self.canvas.strokeChanged.connect(self._preview_stroke)
         styles = self.style_panel
         styles.galleryChanged.connect(self._gallery_changed)
         styles.thumbnailsWanted.connect(self._render_thumbnails)
@@ -510,11 +515,46 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
     def paint_stroke(self, points: tuple[tuple[float, float], ...]) -> StyleStroke:
         """Paint the selected gallery style along `points` (world px) with the brush
         settings of the Styles dock: one undoable edit."""
-        brush = self.style_panel.brush
-        style = self.style_panel.current_entry().style
-        edit = StyleStroke(tuple(points), brush.radius, brush.softness, brush.opacity, style)
+        edit = self._stroke_edit(points)
         self.undo_stack.push(EditCommand(lambda: self.session.world, edit))
         return edit
+
+    def _stroke_edit(self, points: tuple[tuple[float, float], ...]) -> StyleStroke:
+        brush = self.style_panel.brush
+        style = self.style_panel.current_entry().style
+        return StyleStroke(tuple(points), brush.radius, brush.softness, brush.opacity, style)
+
+    @Slot(object)
+    def _preview_stroke(self, points: tuple[tuple[float, float], ...]) -> None:
+        """Render, off the UI thread and coarse, what the stroke painted so far makes of the
+        pixels under it, for the canvas to show while the button is down. One render at a
+        time; the newest stroke is rendered next."""
+        if self._stroke_preview_busy:
+            self._stroke_preview_next = points
+            return
+        edit = self._stroke_edit(points)
+        world = self.session.world
+        rect = stroke_bounds(edit)
+        scale = preview_scale(rect, self.canvas.viewport.zoom)
+
+        def work() -> tuple[Rect, QImage]:
+            return rect, rgb_to_qimage(world.with_edit(edit).render(rect, scale))
+
+        def done(result: tuple[Rect, QImage]) -> None:
+            self._stroke_preview_busy = False
+            if world is self.session.world:
+                self.canvas.set_stroke_preview(*result)
+            points, self._stroke_preview_next = self._stroke_preview_next, None
+            if points is not None and self.canvas.stroke_points is not None:
+                self._preview_stroke(points)
+
+        def failed(exc: BaseException) -> None:
+            self._stroke_preview_busy = False
+            self._stroke_preview_next = None
+            self.statusBar().showMessage(f"Stroke preview failed: {exc}", 10_000)
+
+        self._stroke_preview_busy = True
+        self.tasks.run(work, done, failed, name="stroke-preview")
 
     def _brush_changed(self, brush: BrushSettings) -> None:
         self.canvas.set_brush(brush.radius, brush.softness)
@@ -803,3 +843,21 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
         self._remove_autosave()
         self.settings.mark_clean_exit()
         self.settings.sync()
+
+
+def stroke_bounds(edit: StyleStroke) -> Rect:
+    """World pixels the brush's path covers (points grown by the radius), whole pixels."""
+    xs = [x for x, _ in edit.points]
+    ys = [y for _, y in edit.points]
+    x0, y0 = math.floor(min(xs) - edit.radius), math.floor(min(ys) - edit.radius)
+    x1, y1 = math.ceil(max(xs) + edit.radius), math.ceil(max(ys) + edit.radius)
+    return Rect(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+
+
+def preview_scale(rect: Rect, zoom: float) -> float:
+    """The preview's scale: a power of two, at most 1, no finer than the view shows (one
+    step above its zoom), and coarse enough that the longer side of `rect` gets at most
+    STROKE_PREVIEW_PX pixels."""
+    k = max(0, math.ceil(math.log2(max(rect.w, rect.h) / STROKE_PREVIEW_PX)))
+    k = max(k, math.floor(-math.log2(min(1.0, zoom)) + 1e-9))
+    return 2.0**-k

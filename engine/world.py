@@ -223,6 +223,15 @@ class World:
         other._lock, other._listeners = threading.Lock(), []
         return other
 
+    def with_edit(self, edit: Edit) -> World:
+        """This world with `edit` applied on top, sharing generator and styles, leaving this
+        world as it is (for previews of an edit that is not made yet, such as a stroke
+        being painted)."""
+        other = copy.copy(self)
+        other._edits, other._redo = (*self._edits, edit), []
+        other._lock, other._listeners = threading.Lock(), []
+        return other
+
     def resolve_style(self, style: Style) -> ResolvedStyle:
         """z_g and w (or W+) of `style` on the render device, cached; ValueError when an
         explicit style does not fit this model."""

@@ -12,6 +12,7 @@ from PySide6.QtCore import QPoint, Qt
 from app.canvas import Tool
 from app.cli import main as cli_main
 from app.gallery import BASE_ID, StyleGallery, render_thumbnail
+from app.main_window import stroke_bounds
 from app.project import (
     FORMAT,
     ModelRef,
@@ -165,6 +166,33 @@ def test_a_brush_stroke_is_one_undoable_edit_that_repaints_only_its_tiles(
     window.redo_action.trigger()
     settle(window)
     assert np.array_equal(grab_array(window.canvas), after)
+
+
+def test_a_stroke_shows_its_style_while_it_is_painted(make_window, settle, grab_array, qtbot):
+    window = make_window(seed=4)
+    settle(window)
+    before = grab_array(window.canvas)
+    window.style_panel.add_from_seed(11)
+    window.style_panel.radius_box.setValue(24)
+    window.brush_tool_action.trigger()
+    canvas = window.canvas
+    left = Qt.MouseButton.LeftButton
+    qtbot.mousePress(canvas, left, pos=QPoint(200, 200))
+    for p in (QPoint(230, 210), QPoint(260, 240)):
+        qtbot.mouseMove(canvas, p)
+    whole = stroke_bounds(window._stroke_edit(canvas.stroke_points))
+    qtbot.waitUntil(lambda: canvas.stroke_preview_rect == whole, timeout=30_000)
+    assert window.session.world.edits == ()  # nothing is painted before the release
+    during = grab_array(canvas)
+    inside = (slice(205, 215), slice(222, 238))  # on the stroke, away from the cursor
+    assert not np.array_equal(during[inside], before[inside])
+    assert np.array_equal(during[:60, :60], before[:60, :60])  # far from the stroke
+    qtbot.mouseRelease(canvas, left, pos=QPoint(260, 240))
+    assert canvas.stroke_preview_rect is None and len(window.session.world.edits) == 1
+    window.pan_tool_action.trigger()
+    settle(window)
+    after = grab_array(canvas)  # at 1:1 the preview is full resolution: the same pixels
+    assert np.abs(after[inside].astype(int) - during[inside].astype(int)).max() <= 1
 
 
 def test_escape_drops_a_stroke_being_painted(make_window, qtbot):

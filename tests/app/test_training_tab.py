@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def click(qtbot, button) -> None:
 def test_a_real_run_plots_live_and_stops_with_its_state_saved(qtbot, make_tab, tmp_path):
     data = write_toy_dataset(tmp_path / "photos")
     tab = make_tab(log_every=1)
-    configure(tab, data)
+    configure(tab, data, steps=5000)  # far more than run before the stop, on any machine
     qtbot.waitUntil(tab.start_button.isEnabled, timeout=60_000)
     assert sum(label.isVisible() for label in tab.thumb_labels) == 8
     assert tab.dataset_summary.text().startswith("8 usable images of 8")
@@ -120,8 +121,9 @@ def test_a_real_run_plots_live_and_stops_with_its_state_saved(qtbot, make_tab, t
     qtbot.waitUntil(lambda: tab.plots.point_count("d_total") >= 1, timeout=TRAIN_MS)
     assert "g_total" in tab.plots.visible_keys()
     assert run_dir in tab.runs()
-    qtbot.waitUntil(lambda: tab.sample_view.image is not None, timeout=TRAIN_MS)  # step 5
-    assert tab.sample_caption.text() == "step_000005.png"
+    qtbot.waitUntil(lambda: tab.sample_view.image is not None, timeout=TRAIN_MS)
+    caption = re.fullmatch(r"step_(\d{6})\.png", tab.sample_caption.text())
+    assert caption and int(caption[1]) % 5 == 0  # step 5, or a later sample already
     pid = tab.process.pid
 
     with qtbot.waitSignal(tab.process.finished, timeout=TRAIN_MS) as stopped:
@@ -133,7 +135,7 @@ def test_a_real_run_plots_live_and_stops_with_its_state_saved(qtbot, make_tab, t
     assert (run_dir / "state" / "state.json").is_file()
     assert not (run_dir / "STOP").exists()
     saved = read_run(run_dir).saved_step
-    assert saved is not None and 5 <= saved < 200
+    assert saved is not None and 5 <= saved < 5000
     assert tab.status_label.text().strip() == f"Stopped at step {saved}"
     assert tab.error_panel.isHidden()
     assert tab.resume_button.isEnabled() and tab.start_button.isEnabled()
