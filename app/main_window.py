@@ -542,11 +542,12 @@ class MainWindow(ProjectCommands, PhotoCommands, QMainWindow):
 
         def done(result: tuple[Rect, QImage]) -> None:
             self._stroke_preview_busy = False
-            if world is self.session.world:
-                self.canvas.set_stroke_preview(*result)
-            points, self._stroke_preview_next = self._stroke_preview_next, None
-            if points is not None and self.canvas.stroke_points is not None:
-                self._preview_stroke(points)
+            painting = self.canvas.stroke_points or ()
+            if world is self.session.world and painting[: len(points)] == edit.points:
+                self.canvas.set_stroke_preview(*result)  # (not for an earlier stroke's)
+            pending, self._stroke_preview_next = self._stroke_preview_next, None
+            if pending is not None and self.canvas.stroke_points is not None:
+                self._preview_stroke(pending)
 
         def failed(exc: BaseException) -> None:
             self._stroke_preview_busy = False
@@ -855,8 +856,8 @@ def stroke_bounds(edit: StyleStroke) -> Rect:
 
 
 def preview_scale(rect: Rect, zoom: float) -> float:
-    """The preview's scale: a power of two, at most 1, no finer than the view shows (one
-    step above its zoom), and coarse enough that the longer side of `rect` gets at most
+    """The preview's scale: a power of two, at most 1 and at most one power of two above the
+    view's zoom, and coarse enough that the longer side of `rect` gets at most
     STROKE_PREVIEW_PX pixels."""
     k = max(0, math.ceil(math.log2(max(rect.w, rect.h) / STROKE_PREVIEW_PX)))
     k = max(k, math.floor(-math.log2(min(1.0, zoom)) + 1e-9))
