@@ -12,7 +12,7 @@ from PySide6.QtCore import QPoint, Qt
 from app.canvas import Tool
 from app.cli import main as cli_main
 from app.gallery import BASE_ID, StyleGallery, render_thumbnail
-from app.main_window import stroke_bounds
+from app.main_window import preview_scale, stroke_bounds
 from app.project import (
     FORMAT,
     ModelRef,
@@ -24,6 +24,7 @@ from app.project import (
 )
 from engine.edits import StyleStroke
 from engine.styles import Style
+from engine.tiles import Rect
 
 # The gallery --------------------------------------------------------------------------------
 
@@ -193,6 +194,16 @@ def test_a_stroke_shows_its_style_while_it_is_painted(make_window, settle, grab_
     settle(window)
     after = grab_array(canvas)  # at 1:1 the preview is full resolution: the same pixels
     assert np.abs(after[inside].astype(int) - during[inside].astype(int)).max() <= 1
+
+
+def test_stroke_previews_are_small_and_no_finer_than_the_view():
+    edit = StyleStroke(((0.0, 0.0), (1000.0, 10.0)), 64.0, 0.5, 1.0, Style.from_seed(2))
+    rect = stroke_bounds(edit)
+    assert (rect.x, rect.y, rect.right, rect.bottom) == (-64, -64, 1064, 74)
+    assert preview_scale(rect, 1.0) == 0.125  # 1128 px wide -> 141 px
+    assert preview_scale(Rect(0, 0, 100, 100), 1.0) == 1.0
+    assert preview_scale(Rect(0, 0, 100, 100), 0.3) == 0.5  # a step above the view
+    assert preview_scale(Rect(0, 0, 100, 100), 4.0) == 1.0
 
 
 def test_escape_drops_a_stroke_being_painted(make_window, qtbot):
