@@ -47,7 +47,8 @@ KILL_TIMEOUT_MS = 10_000
 class TrainRequest:
     """One launch of the trainer; `arguments()` is its command line (training.cli).
 
-    A new run needs `data_dir` and `preset`; a resumed one (`resume=True`) keeps its stored
+    A new run needs `data_dir` and `preset`, and may start from the weights of a checkpoint
+    of that preset (`init`: fine-tuning); a resumed one (`resume=True`) keeps its stored
     config, so only the schedule (`steps`, `device`, the intervals) may be given. None
     leaves an option to the trainer (its default, or the stored value on resume).
     """
@@ -56,6 +57,7 @@ class TrainRequest:
     resume: bool = False
     data_dir: Path | None = None
     preset: str | None = None
+    init: Path | None = None
     batch: int | None = None
     steps: int | None = None
     device: str | None = None
@@ -67,8 +69,10 @@ class TrainRequest:
     def __post_init__(self) -> None:
         if not self.resume and (self.data_dir is None or self.preset is None):
             raise ValueError("a new training run needs a data folder and a preset")
-        if self.resume and (self.preset is not None or self.batch is not None):
-            raise ValueError("a resumed run keeps its preset and batch size")
+        if self.resume and (
+            self.preset is not None or self.batch is not None or self.init is not None
+        ):
+            raise ValueError("a resumed run keeps its preset, batch size and initial weights")
 
     def arguments(self) -> list[str]:
         """The arguments after `python -m training`."""
@@ -77,6 +81,8 @@ class TrainRequest:
             args.append("--resume")
         else:
             args += ["--data", str(self.data_dir), "--preset", str(self.preset)]
+            if self.init is not None:
+                args += ["--init", str(self.init)]
         options = (
             ("--batch", self.batch),
             ("--steps", self.steps),

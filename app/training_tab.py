@@ -59,6 +59,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.about import APP_NAME
+from app.dialogs import choose_file
 from app.plots import MetricsPlots
 from app.training_process import (
     STOP_TIMEOUT_MS,
@@ -73,6 +74,7 @@ from app.training_process import (
     run_checkpoints,
 )
 from app.units import human_time
+from engine.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_checkpoint
 from engine.model import PRESETS, preset_config
 from training.config import SMALL_DATASET, TrainConfig
 from training.data import (
@@ -88,6 +90,7 @@ log = logging.getLogger(__name__)
 PRESET_ORDER = ("tiny", "lite", "paper")  # smallest first
 DEFAULT_PRESET = "lite"  # as training.cli
 THUMB_COUNT = 8
+CHOOSE_CHECKPOINT = "choose"  # the "Checkpoint file…" entry of Start from
 THUMB_PX = 72
 PROGRESS_EVERY_S = 0.25  # a running scan reports at most this often
 ERROR_COLOR = "#c62828"
@@ -481,6 +484,19 @@ class TrainingTab(QWidget):
             self.preset_combo.addItem(f"{name}  ({config.patch_size} px patches)", name)
         self.preset_combo.setCurrentIndex(max(0, self.preset_combo.findData(DEFAULT_PRESET)))
         self.preset_combo.currentIndexChanged.connect(self._on_preset_changed)
+        self.init_combo = QComboBox()
+        self.init_combo.setToolTip(
+            "Random weights train a model from scratch; a checkpoint's weights fine-tune it "
+            "on your images (its preset is used)"
+        )
+        self.init_combo.addItem("Random weights", None)
+        if DEFAULT_CHECKPOINT.exists():
+            self.init_combo.addItem("The default model (fine-tune it)", str(DEFAULT_CHECKPOINT))
+        self.init_combo.addItem("Checkpoint file…", CHOOSE_CHECKPOINT)
+        self.init_combo.activated.connect(self._on_init_activated)
+        self._init_index = 0  # the entry to return to when a chosen file is refused
+        self.init_error = _error_label()
+        self.init_error.hide()
         self.steps_spin = _spin(1, 10_000_000, defaults.steps, step=1000)
         self.batch_spin = _spin(2, 1024, defaults.batch, step=2)
         self.batch_spin.valueChanged.connect(self._keep_batch_even)
@@ -497,6 +513,8 @@ class TrainingTab(QWidget):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Start from", self.init_combo)
+        form.addRow("", self.init_error)
         form.addRow("Preset", self.preset_combo)
         steps_row = QHBoxLayout()
         steps_row.addWidget(self.steps_spin, 1)
@@ -650,6 +668,65 @@ class TrainingTab(QWidget):
     def dataset_scan(self) -> DatasetScan | None:
         """The newest scan of the chosen data folder (possibly still in progress)."""
         return self._scan
+
+    @property
+    def init_checkpoint(self) -> Path | None:
+        """The checkpoint whose weights a new run starts from; None for random weights."""
+        data = self.init_combo.currentData()
+        return None if data in (None, CHOOSE_CHECKPOINT) else Path(data)
+
+    def set_init_checkpoint(self, path: Path | None) -> bool:
+        """Start new runs from the weights of `path` (None: random weights). The checkpoint
+        is read first: its preset becomes the run's, and an unusable file is refused with
+        its reason shown (False)."""
+        if path is None:
+            self._select_init(0)
+            return True
+        path = Path(path).expanduser().absolute()
+        try:
+            preset = read_checkpoint(path).generator.config.preset
+        except CheckpointError as exc:
+            self.init_error.setText(str(exc))
+            self.init_error.show()
+            self._select_init(self._init_index)
+            return False
+        index = self.init_combo.findData(str(path))
+        if index < 0:
+            index = self.init_combo.count() - 1  # before "Checkpoint file…"
+            self.init_combo.insertItem(index, path.name, str(path))
+            self.init_combo.setItemData(index, str(path), Qt.ItemDataRole.ToolTipRole)
+        self._select_init(index, preset)
+        return True
+
+    def _select_init(self, index: int, preset: str | None = None) -> None:
+        self.init_combo.setCurrentIndex(index)
+        self._init_index = index
+        data = self.init_combo.itemData(index)
+        if preset is None and data is not None:
+            preset = read_checkpoint(Path(data)).generator.config.preset
+        if preset is not None:
+            self.preset_combo.setCurrentIndex(self.preset_combo.findData(preset))
+            self.init_error.hide()
+        self.preset_combo.setEnabled(preset is None)
+
+    @Slot(int)
+    def _on_init_activated(self, index: int) -> None:
+        data = self.init_combo.itemData(index)
+        if data == CHOOSE_CHECKPOINT:
+            self._select_init(self._init_index)  # until a file is chosen
+            start = str(self.runs_dir if self.runs_dir.exists() else Path.home())
+            dialog = choose_file(
+                self,
+                "Start training from a checkpoint",
+                start,
+                "Checkpoints (*.safetensors);;All files (*)",
+                self.set_init_checkpoint,
+            )
+            self._checkpoint_dialog = dialog
+            dialog.open()
+        else:
+            self.init_error.hide()
+            self.set_init_checkpoint(None if data is None else Path(data))
 
     def choose_dataset_folder(self) -> None:
         """Open a folder dialog (non-blocking); the chosen folder is then checked."""
@@ -816,6 +893,7 @@ class TrainingTab(QWidget):
             self.new_run_dir(),
             data_dir=scan.root,
             preset=self.preset,
+            init=self.init_checkpoint,
             batch=self.batch_spin.value(),
             steps=self.steps_spin.value(),
             device=self.device_combo.currentText(),

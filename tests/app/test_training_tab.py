@@ -15,8 +15,10 @@ from PySide6.QtCore import Qt
 
 from app.training_process import MetricsTail, newest_sample, read_run, run_checkpoints
 from app.training_tab import TrainingTab
+from engine.checkpoint import Provenance, random_generator, save_checkpoint
+from engine.model import preset_config
 from training.config import default_train_config
-from training.runfiles import write_config
+from training.runfiles import read_config, write_config
 
 TRAIN_MS = 60_000  # generous: the trainer imports torch and builds the model first
 # One OpenMP thread per trainer: on a busy 2-core machine, two-thread torch processes that
@@ -104,6 +106,35 @@ def configure(tab: TrainingTab, data_dir: Path, *, steps: int = 200) -> None:
 def click(qtbot, button) -> None:
     assert button.isEnabled(), button.text()
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_a_run_can_fine_tune_a_checkpoint_and_refuses_a_bad_one(qtbot, make_tab, tmp_path):
+    checkpoint = save_checkpoint(
+        tmp_path / "start.safetensors",
+        random_generator(preset_config("tiny"), seed=3),
+        Provenance(preset="tiny", steps=40),
+    )
+    data = write_toy_dataset(tmp_path / "photos")
+    tab = make_tab(log_every=1)
+    configure(tab, data, steps=2)
+    tab.preset_combo.setCurrentIndex(tab.preset_combo.findData("lite"))
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    assert not tab.set_init_checkpoint(bad)
+    assert tab.init_checkpoint is None and tab.init_error.isVisible()
+    assert "broken.safetensors" in tab.init_error.text()
+
+    assert tab.set_init_checkpoint(checkpoint)
+    assert tab.init_checkpoint == checkpoint and not tab.init_error.isVisible()
+    assert tab.preset == "tiny" and not tab.preset_combo.isEnabled()  # the checkpoint's preset
+    qtbot.waitUntil(tab.start_button.isEnabled, timeout=60_000)
+    with qtbot.waitSignal(tab.process.finished, timeout=TRAIN_MS) as finished:
+        click(qtbot, tab.start_button)
+    assert finished.args[0].ok, finished.args[0].output_tail
+    assert "--init" in finished.args[0].request.arguments()
+    run_dir = finished.args[0].request.run_dir
+    assert read_config(run_dir).init_from == str(checkpoint)
+    assert tab.set_init_checkpoint(None) and tab.preset_combo.isEnabled()
 
 
 def test_a_real_run_plots_live_and_stops_with_its_state_saved(qtbot, make_tab, tmp_path):
