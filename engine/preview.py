@@ -5,14 +5,14 @@ and shows that stage's skip RGB. In a trained generator the later ToRGB layers s
 the colours: the default model's coarse RGB is lighter in the sky and greyer on the ground
 than its full render averaged down to the same size (35 levels off on average at 1:16).
 
-`colour_maps` fits, once per world seed, an affine colour map per texture level (a 3x3
+`colour_maps` fits, once per base style, an affine colour map per texture level (a 3x3
 matrix and an offset, least squares) that takes the level's preview to the block average of
 the full render, on a window four cells wide that spans the vertical band from sky to
 ground. The colours of a level depend on the style, so the fit is made for the world's base
 style, and a second window decides whether a level's map is kept: only where it lowers the
-error there. The maps depend on the weights and the seed alone and act on every pixel alike
-(painted strokes included), so every tile stays a pure function of (weights, seed, edits,
-position, lod) and tiles still match one big render. On the default model (seed 7, a
+error there. The maps depend on the weights and the base style alone and act on every pixel
+alike (painted strokes included), so every tile stays a pure function of (weights, seed,
+edits, position, lod) and tiles still match one big render. On the default model (seed 7, a
 4096 x 1024 area) they bring the mean error at 1:8 and 1:16 from 23 and 35 levels down to
 14; at 1:2 and 1:4 the previews are already close and stay as they are.
 
@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 
 from engine.model import Generator
+from engine.styles import Style
 from engine.tiles import Rect
 
 CALIBRATION_WIDTH_CELLS = 4
@@ -36,11 +37,11 @@ VERTICAL_BAND_CELLS = 20  # sky to ground: where the vertical coordinate is not 
 MIN_GAIN = 0.9  # a map is kept only if it lowers the validation error below 90%
 
 # render(rect, lod) -> float [3, h, w]: the uncalibrated render of a rectangle by a world
-# of the seed being calibrated, without edits.
+# of the base style being calibrated, without edits.
 CalibrationRender = Callable[[Rect, int], torch.Tensor]
 ColourMaps = dict[int, torch.Tensor]  # texture level -> float32 [4, 3]
 
-_maps: weakref.WeakKeyDictionary[Generator, dict[int, ColourMaps]] = weakref.WeakKeyDictionary()
+_maps: weakref.WeakKeyDictionary[Generator, dict[Style, ColourMaps]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -52,14 +53,14 @@ def calibration_rects(generator: Generator) -> tuple[Rect, Rect]:
     return Rect(0, y, w, h), Rect(VALIDATION_OFFSET_CELLS * cell, y, w, h)
 
 
-def colour_maps(generator: Generator, seed: int, render: CalibrationRender) -> ColourMaps:
-    """The preview colour maps of the world `seed` of `generator` (fitted once, cached):
+def colour_maps(generator: Generator, style: Style, render: CalibrationRender) -> ColourMaps:
+    """The preview colour maps of base style `style` on `generator` (fitted once, cached):
     {texture level: [4, 3]} for the levels whose map passed validation."""
     with _lock:
-        per_seed = _maps.setdefault(generator, {})
-        if seed not in per_seed:
-            per_seed[seed] = _fit(generator, render)
-        return per_seed[seed]
+        per_style = _maps.setdefault(generator, {})
+        if style not in per_style:
+            per_style[style] = _fit(generator, render)
+        return per_style[style]
 
 
 def _fit(generator: Generator, render: CalibrationRender) -> ColourMaps:

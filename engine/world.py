@@ -454,11 +454,12 @@ class World:
         return out
 
     def preview_colour_maps(self) -> dict[int, torch.Tensor]:
-        """The generator's preview colour map per texture level (fitted on first use)."""
-        return colour_maps(self.generator, self.seed, self._calibration_render)
+        """The preview colour map per texture level of this world's base style (fitted on
+        first use)."""
+        return colour_maps(self.generator, self.base_style, self._calibration_render)
 
     def _calibration_render(self, rect: Rect, lod: int) -> torch.Tensor:
-        world = World(self.generator, self.seed, precision="fp32")
+        world = World(self.generator, self.seed, precision="fp32").restyled(self.base_style)
         return world.render_lod_float([rect], lod, edits=(), calibrated=False)[0]
 
     def _composite(

@@ -4,6 +4,7 @@ import torch
 
 from engine import preview
 from engine.preview import apply_colour_map, colour_maps
+from engine.styles import Style
 from engine.tiles import Rect
 from tests.engine.conftest import assert_tiles_match_one_render
 
@@ -47,24 +48,25 @@ def test_previews_that_are_already_right_keep_no_map(generator):
     assert preview._fit(generator, _pooled_render(generator, lambda x: x)) == {}
 
 
-def test_maps_are_fitted_once_per_seed(generator, world):
+def test_maps_are_fitted_once_per_base_style(generator, world):
     calls = []
 
     def render(rect, lod):
         calls.append(lod)
         return world.render_lod_float([rect], lod, edits=(), calibrated=False)[0]
 
-    first = colour_maps(generator, 12345, render)
+    first = colour_maps(generator, Style.from_seed(12345), render)
     count = len(calls)
-    assert count and colour_maps(generator, 12345, render) is first and len(calls) == count
-    colour_maps(generator, 54321, render)
+    again = colour_maps(generator, Style.from_seed(12345), render)
+    assert count and again is first and len(calls) == count
+    colour_maps(generator, Style.from_seed(54321), render)
     assert len(calls) == 2 * count
 
 
 def test_calibrated_previews_still_match_one_big_render(generator, world):
     stages = generator.config.stages
     swap = torch.tensor([[0.0, 0.8, 0.0], [0.0, 0.0, 0.9], [1.1, 0.0, 0.0], [0.1, -0.1, 0.0]])
-    preview._maps[generator] = {world.seed: {level: swap for level in range(1, stages)}}
+    preview._maps[generator] = {world.base_style: {level: swap for level in range(1, stages)}}
     plain = world.render_lod_float([Rect(0, 0, 32, 32)], 1, calibrated=False)
     torch.testing.assert_close(
         world.render_lod_float([Rect(0, 0, 32, 32)], 1), apply_colour_map(plain, swap)
