@@ -495,6 +495,7 @@ class TrainingTab(QWidget):
         self.init_combo.addItem("Checkpoint file…", CHOOSE_CHECKPOINT)
         self.init_combo.activated.connect(self._on_init_activated)
         self._init_index = 0  # the entry to return to when a chosen file is refused
+        self._init_presets: dict[str, str] = {}  # checkpoint path -> its preset, once read
         self.init_error = _error_label()
         self.init_error.hide()
         self.steps_spin = _spin(1, 10_000_000, defaults.steps, step=1000)
@@ -690,20 +691,20 @@ class TrainingTab(QWidget):
             self.init_error.show()
             self._select_init(self._init_index)
             return False
+        self._init_presets[str(path)] = preset
         index = self.init_combo.findData(str(path))
         if index < 0:
             index = self.init_combo.count() - 1  # before "Checkpoint file…"
             self.init_combo.insertItem(index, path.name, str(path))
             self.init_combo.setItemData(index, str(path), Qt.ItemDataRole.ToolTipRole)
-        self._select_init(index, preset)
+        self._select_init(index)
         return True
 
-    def _select_init(self, index: int, preset: str | None = None) -> None:
+    def _select_init(self, index: int) -> None:
+        """Select an entry of Start from that is known to be usable (read before)."""
         self.init_combo.setCurrentIndex(index)
         self._init_index = index
-        data = self.init_combo.itemData(index)
-        if preset is None and data is not None:
-            preset = read_checkpoint(Path(data)).generator.config.preset
+        preset = self._init_presets.get(self.init_combo.itemData(index))
         if preset is not None:
             self.preset_combo.setCurrentIndex(self.preset_combo.findData(preset))
             self.init_error.hide()
