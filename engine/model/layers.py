@@ -157,8 +157,9 @@ class ModulatedConv2d(nn.Module):
     (H -> H - k + 1).
 
     The style is applied in one of two mathematically equal ways:
-    - one style for the whole batch ([1, D]): the weights are modulated once and a
-      plain batched conv runs (the fast path for a world with one style);
+    - one style for the whole batch ([1, D]) that needs no gradient: the weights are
+      modulated once and a plain batched conv runs (the fast path for a world with one
+      style);
     - one style per sample ([B, D]): the input activations are scaled and the output
       demodulated per sample, around one shared-weight conv (no grouped conv, so
       training batches stay fast and bf16-friendly);
@@ -199,7 +200,9 @@ class ModulatedConv2d(nn.Module):
             return self._forward_spatial(x, style, bias)
         s = self.modulation(style)  # [b, Cin]
         weight = self.weight * self.scale  # [Cout, Cin, k, k]
-        if s.shape[0] == 1:
+        # A style being optimised (inversion) takes the activation path even when shared:
+        # its gradient then needs no weight gradient of the conv, which costs 4x more.
+        if s.shape[0] == 1 and not s.requires_grad:
             weight = weight * s.view(1, -1, 1, 1)
             if self.demodulate:
                 weight = weight * torch.rsqrt(weight.pow(2).sum([1, 2, 3], keepdim=True) + 1e-8)
