@@ -49,8 +49,8 @@ MAX_PLACEMENT_SIDE = 2048  # world pixels: larger rectangles would not fit an op
 
 @dataclass(frozen=True)
 class InversionSettings:
-    """Optimiser settings. The defaults are tuned so that a 256 x 256 photo inverts in about
-    a minute on a 2-core CPU with the `lite` preset (and in seconds on a GPU)."""
+    """Optimiser settings. The defaults are tuned so that a 256 x 256 photo inverts in well
+    under a minute on a 2-core CPU with the `lite` preset (and in seconds on a GPU)."""
 
     steps: int = 100
     lr_structure: float = 0.1  # z_l and z_g (the structure synthesizer's inputs)
