@@ -237,20 +237,22 @@ class StylePanel(QWidget):
             return
         self._changed(self._gallery.remove(entry.id), BASE_ID, f"Delete style {entry.name}")
 
+    def apply_gallery(self, gallery: StyleGallery, select: int) -> None:
+        """Show `gallery` with entry `select` selected, and say so with galleryChanged (a
+        change, or its undo or redo)."""
+        self._gallery = gallery
+        self._fill(select)
+        self.galleryChanged.emit(gallery)
+
     # Internals --------------------------------------------------------------------------
 
     def _changed(self, gallery: StyleGallery, select: int, text: str) -> None:
         """Show `gallery`, through an undoable command when the panel has an undo stack."""
         before = (self._gallery, self.current_entry().id)
         if self._undo_stack is None:
-            self._show(gallery, select)
+            self.apply_gallery(gallery, select)
         else:
             self._undo_stack.push(GalleryCommand(self, before, (gallery, select), text))
-
-    def _show(self, gallery: StyleGallery, select: int) -> None:
-        self._gallery = gallery
-        self._fill(select)
-        self.galleryChanged.emit(gallery)
 
     def _fill(self, select: int | None = None) -> None:
         if select is None:
@@ -321,7 +323,7 @@ class GalleryCommand(QUndoCommand):
         self._panel, self._before, self._after = panel, before, after
 
     def redo(self) -> None:
-        self._panel._show(*self._after)
+        self._panel.apply_gallery(*self._after)
 
     def undo(self) -> None:
-        self._panel._show(*self._before)
+        self._panel.apply_gallery(*self._before)
