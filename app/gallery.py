@@ -138,6 +138,8 @@ def thumbnail_rect(world: World) -> tuple[tuple[int, int, int, int], float]:
 
 def render_thumbnail(world: World, style: Style | None) -> np.ndarray:
     """uint8 [h, w, 3] preview of `style` (None: the world's base style) on `world`'s
-    landscape. Slow: call it off the UI thread."""
+    landscape, in the generator's own preview colours (a new style's colour maps would take
+    ten times the thumbnail to fit). Slow: call it off the UI thread."""
     rect, scale = thumbnail_rect(world)
-    return world.restyled(world.base_style if style is None else style).render(rect, scale)
+    styled = world.restyled(world.base_style if style is None else style)
+    return styled.render(rect, scale, calibrated=False)

@@ -351,11 +351,19 @@ class World:
 
     # Rendering --------------------------------------------------------------------------
 
-    def render(self, rect: Rect | tuple[int, int, int, int], scale: float = 1.0) -> np.ndarray:
+    def render(
+        self,
+        rect: Rect | tuple[int, int, int, int],
+        scale: float = 1.0,
+        *,
+        calibrated: bool = True,
+    ) -> np.ndarray:
         """uint8 [round(h * scale), round(w * scale), 3] of a world rectangle (full-res pixels).
 
         Exact at scale 1 and at 2**-k for rectangles on the 2**k grid; other scales render
         the next finer lod and resample it (box filter down, nearest neighbour up).
+        `calibrated=False` leaves previews in the generator's own colours (no colour map to
+        fit first: quick one-off previews such as a style's thumbnail).
         """
         rect = Rect.of(rect)
         out_w, out_h = round(rect.w * scale), round(rect.h * scale)
@@ -364,7 +372,7 @@ class World:
         lod = lod_for_scale(scale)
         f = 2**lod
         src = lod_rect(rect, lod)
-        image = self._render_chunked(src, lod)
+        image = self._render_chunked(src, lod, calibrated)
         box = ((rect.x - src.x * f) / f, (rect.y - src.y * f) / f)
         exact = box == (0.0, 0.0) and (src.w, src.h) == (out_w, out_h)
         if exact:
@@ -375,13 +383,14 @@ class World:
         )
         return np.asarray(pil)
 
-    def _render_chunked(self, rect: Rect, lod: int) -> np.ndarray:
+    def _render_chunked(self, rect: Rect, lod: int, calibrated: bool) -> np.ndarray:
         out = np.empty((rect.h, rect.w, 3), np.uint8)
         step = self.chunk_px(lod)
         for y in range(0, rect.h, step):
             for x in range(0, rect.w, step):
                 part = Rect(rect.x + x, rect.y + y, min(step, rect.w - x), min(step, rect.h - y))
-                out[y : y + part.h, x : x + part.w] = self.render_lod([part], lod)[0]
+                rgb = self.render_lod_float([part], lod, calibrated=calibrated)
+                out[y : y + part.h, x : x + part.w] = to_uint8(rgb)[0]
         return out
 
     def render_lod(self, rects: Sequence[Rect], lod: int) -> np.ndarray:

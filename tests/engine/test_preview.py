@@ -6,6 +6,7 @@ from engine import preview
 from engine.preview import apply_colour_map, colour_maps
 from engine.styles import Style
 from engine.tiles import Rect
+from engine.world import World
 from tests.engine.conftest import assert_tiles_match_one_render
 
 
@@ -73,3 +74,10 @@ def test_calibrated_previews_still_match_one_big_render(generator, world):
     )
     for lod in (1, 2, 4):
         assert_tiles_match_one_render(world, Rect(-96, -64, 192, 128), lod, tiles=6)
+
+
+def test_an_uncalibrated_render_fits_no_map(generator):
+    world = World(generator, seed=31, precision="fp32")
+    image = world.render((0, 0, 64, 64), scale=0.25, calibrated=False)
+    assert image.shape == (16, 16, 3)
+    assert world.base_style not in preview._maps.get(generator, {})
