@@ -570,8 +570,7 @@ class _Trainer:
         for name, module in self._modules().items():
             module.load_state_dict(snap["models"][name])
         # Optimizer.load_state_dict may keep the tensors it is given: hand it copies.
-        self.g_opt.load_state_dict(_cpu_clone(snap["optimizers"]["g_optim"]))
-        self.d_opt.load_state_dict(_cpu_clone(snap["optimizers"]["d_optim"]))
+        self._load_optimizers(_cpu_clone(snap["optimizers"]))
         self.path_mean = snap["path_mean"].to(self.device)
         self.bad_streak = 0
         self._interval_rollbacks += 1
@@ -692,13 +691,16 @@ class _Trainer:
             self.d.load_state_dict(checkpoint.discriminator.state_dict())
         log.info("initialised from %s (%s steps)", path, checkpoint.provenance.get("steps"))
 
+    def _load_optimizers(self, states: dict[str, dict[str, Any]]) -> None:
+        load_optimizer_state(self.g_opt, states["g_optim"])
+        load_optimizer_state(self.d_opt, states["d_optim"])
+
     def restore(self, saved: runfiles.SavedState) -> None:
         """Load a saved state; ValueError (a user error) if it does not fit the model config."""
         try:
             for name, module in self._modules().items():
                 module.load_state_dict(saved.models[name])
-            self.g_opt.load_state_dict(_with_tuple_betas(saved.optimizers["g_optim"]))
-            self.d_opt.load_state_dict(_with_tuple_betas(saved.optimizers["d_optim"]))
+            self._load_optimizers({k: _with_tuple_betas(v) for k, v in saved.optimizers.items()})
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ValueError(
                 f"the saved training state does not fit this model config ({exc})"
@@ -714,6 +716,21 @@ class _Trainer:
             states = [saved.rng[k] for k in sorted(saved.rng) if k.startswith("torch_cuda_")]
             if len(states) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(states)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict(state)`, each state tensor laid out like its parameter.
+
+    Optimizer.load_state_dict keeps the layout it is given, and saved moments are
+    contiguous while channels_last weights are not; CUDA's fused Adam refuses tensors
+    whose strides differ from their parameter's.
+    """
+    optimizer.load_state_dict(state)
+    for param, slots in optimizer.state.items():
+        for key, value in slots.items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                if value.stride() != param.stride():
+                    slots[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _cpu_clone(value: Any) -> Any:

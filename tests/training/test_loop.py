@@ -13,7 +13,7 @@ from PIL import Image
 from engine.checkpoint import load_generator, read_checkpoint
 from engine.model.geometry import texture_layer_sizes
 from training.config import TrainConfig
-from training.loop import train
+from training.loop import load_optimizer_state, train
 from training.runfiles import load_tensors, read_metrics, read_state
 from training.sampling import window_side
 
@@ -102,6 +102,28 @@ def test_resume_is_exact(landscapes, tmp_path):
     ckpt_a = load_tensors(straight / "checkpoints" / "latest.safetensors")
     ckpt_b = load_tensors(split / "checkpoints" / "latest.safetensors")
     assert all(torch.equal(ckpt_a[k], ckpt_b[k]) for k in ckpt_a)
+
+
+def test_restored_adam_moments_take_their_channels_last_parameters_layout():
+    # CUDA's fused Adam refuses moments whose strides differ from the parameter's; saved
+    # moments come back contiguous.
+    weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last))
+    bias = torch.nn.Parameter(torch.zeros(4))
+    first = torch.optim.Adam([weight, bias])
+    weight.grad, bias.grad = torch.randn_like(weight), torch.randn_like(bias)
+    first.step()
+    saved = first.state_dict()
+    for slots in saved["state"].values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            slots[key] = slots[key].contiguous()
+
+    second = torch.optim.Adam([weight, bias])
+    load_optimizer_state(second, saved)
+    for param in (weight, bias):
+        for key in ("exp_avg", "exp_avg_sq"):
+            moment = second.state[param][key]
+            assert moment.stride() == param.stride()
+            assert torch.equal(moment, first.state[param][key])
 
 
 def test_every_loss_term_is_logged_and_finite(landscapes, tmp_path):
