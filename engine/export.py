@@ -11,15 +11,20 @@ message: the lods are exact and reproducible, a resampled export would be neithe
 a power-of-two export instead.
 
 **Render tiles.** The job is a list of independent render tiles (`plan.tile_rect(i)`, lod
-pixels): a row-major grid anchored at the export's corner, of the window side that
-`World.render` uses for one generator call (`World.chunk_px`), so an export equals
-`world.render(rect, scale)` byte for byte on the same device and precision. A render thread
-renders them in the order the writer consumes them into a small bounded queue; the calling
-thread assembles full-width bands and hands strips of `job.tile` rows to the format writer
-(engine.export_formats), which encodes strips on a small thread pool while the next tile
-renders (torch, zlib and libjpeg release the GIL). Memory: one band (render tile height x
-width x 3 bytes; for very wide exports the tile height shrinks to keep it under
-BAND_BYTES) plus a few tiles and strips in flight, whatever the export's height.
+pixels): a row-major grid anchored at the export's corner, of about the area `World.render`
+uses for one generator call (`World.chunk_px`). An export no larger than one render tile
+equals `world.render(rect, scale)` byte for byte on the same device and precision; larger
+ones may differ from it by one level in rare pixels, as any two tilings may (DESIGN.md §2).
+A render thread renders the tiles in the order the writer consumes them into a small
+bounded queue (torch, zlib and libjpeg release the GIL, so rendering and encoding overlap):
+- tiled TIFF, where the render tiles are multiples of the TIFF tile (the default grid makes
+  them so): each render tile's TIFF tiles are encoded on a thread pool as soon as it
+  arrives (`tiff_payloads`), and only compressed tiles wait for the rest of their row;
+- otherwise the calling thread assembles full-width bands and hands strips of `job.tile`
+  rows to the format writer (engine.export_formats), which encodes them on the pool.
+Memory: a row of render tiles (raw bands, or compressed TIFF tiles) and a few tiles and
+strips in flight, whatever the export's height. Very wide exports get shorter and wider
+render tiles, so that a row stays under BAND_BYTES raw.
 
 **Files.** Output goes to `<out>.part` (a folder for Deep Zoom), renamed to `out` only when
 complete (os.replace), so whatever is at `out` is whole. Beside it:
@@ -65,9 +70,10 @@ import tempfile
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -106,9 +112,11 @@ __all__ = [
     "write_tiles",
 ]
 
-BAND_BYTES = 256 << 20  # largest band of full-width rows assembled at once
+BAND_BYTES = 64 << 20  # largest row of render tiles held at once, raw (encoded for TIFF)
 MAX_STRIP_BYTES = 2 << 30  # exports so wide that one strip exceeds this are refused
 QUEUE_TILES = 2  # rendered tiles waiting for the writer
+ENCODING_TILES = 2  # render tiles being encoded at once (TIFF tiles straight from them)
+ENCODE_JOB_PX = 2048  # about the width of a strip's rows that one encoder job compresses
 SYNC_SECONDS = 2.0  # the spill is fsync'd this often while it grows (and when it closes)
 SIDECAR_FORMAT = "infinity-canvas-export"
 SIDECAR_VERSION = 1
@@ -282,9 +290,15 @@ def plan_export(
             f"at most {widest:,} pixels wide (split it, or choose a smaller scale)"
         )
     if render_tile is None:
-        tile_w = tile_h = world.chunk_px(lod)
-        if tile_h * w * 3 > BAND_BYTES:  # very wide: shorter render tiles keep the band small
+        tile_h = world.chunk_px(lod)
+        if tile_h * w * 3 > BAND_BYTES:  # very wide: shorter render tiles keep a row small
             tile_h = max(128, BAND_BYTES // (3 * w) // 128 * 128)
+        aligned = job.format == "tiff" and job.tile <= tile_h  # TIFF tiles in render tiles
+        if aligned:
+            tile_h = tile_h // job.tile * job.tile
+        tile_w = world.chunk_width(lod, tile_h)  # as wide as the area of a square chunk
+        if aligned:
+            tile_w = tile_w // job.tile * job.tile
     elif isinstance(render_tile, int):
         tile_w = tile_h = render_tile
     else:
@@ -472,8 +486,7 @@ def run_export(
             try:
                 export_formats.remove(paths.part)  # a resume writes the output afresh
                 pipeline.start()
-                strips = pipeline.strips()
-                export_formats.write_image(job.format, paths.part, strips, spec, pool, spill)
+                _write(plan, pipeline.tiles(), paths.part, spec, pool, spill)
                 pipeline.check_complete()
             finally:
                 pipeline.stop()
@@ -628,9 +641,6 @@ class _Pipeline:
             )
         )
 
-    def strips(self) -> Iterator[np.ndarray | None]:
-        return assemble_strips(self.plan, self.tiles(), done=self.spill.__contains__)
-
     def check_complete(self) -> None:
         if self._done_tiles != self.plan.total_tiles:
             raise RuntimeError(
@@ -687,9 +697,101 @@ def write_tiles(
     export_formats.require(job.format, str(job.compression))
     spec = _spec(plan, description)
     with ThreadPoolExecutor(_workers(workers), thread_name_prefix="export-encode") as pool:
-        strips = assemble_strips(plan, enumerate(tiles))
-        export_formats.write_image(job.format, path, strips, spec, pool)
+        _write(plan, enumerate(tiles), path, spec, pool, export_formats.NullStore())
     return path
+
+
+def _write(
+    plan: ExportPlan,
+    tiles: Iterable[tuple[int, np.ndarray | None]],
+    path: Path,
+    spec: ImageSpec,
+    pool: ThreadPoolExecutor,
+    store: export_formats.StripStore,
+) -> None:
+    """Write the render tiles (index, uint8 [h, w, 3], or None where `store` has all its
+    strips), in plan order, as the plan's format at `path`."""
+    if tiles_are_tiff_aligned(plan):
+        payloads = tiff_payloads(plan, tiles, spec, pool, store)
+        export_formats.write_tiff_payloads(path, payloads, spec)
+    else:
+        strips = assemble_strips(plan, tiles, done=store.__contains__)
+        export_formats.write_image(plan.job.format, path, strips, spec, pool, store)
+
+
+def tiles_are_tiff_aligned(plan: ExportPlan) -> bool:
+    """Whether every TIFF tile lies inside one render tile, so tiles encode as they arrive."""
+    side = plan.job.tile
+    return plan.job.format == "tiff" and plan.tile_w % side == 0 and plan.tile_h % side == 0
+
+
+def tiff_payloads(
+    plan: ExportPlan,
+    tiles: Iterable[tuple[int, np.ndarray | None]],
+    spec: ImageSpec,
+    pool: ThreadPoolExecutor,
+    store: export_formats.StripStore,
+) -> Iterator[bytes]:
+    """The payload of every strip of a TIFF whose tiles lie inside render tiles, in order.
+
+    Each render tile's rows of each strip are encoded on the pool as soon as the tile
+    arrives, and the tile is let go once they are: no band of raw pixels is assembled, and
+    what waits for the end of a render tile row is compressed. At most ENCODING_TILES tiles
+    are being encoded at once. Strips the store has are taken from it.
+    """
+    side = plan.job.tile
+    job_px = max(1, ENCODE_JOB_PX // side) * side  # the width one pool job encodes
+    encode = export_formats.tiff_tile_encoder(spec)
+    rows: deque[_TiffRow] = deque()  # render tile rows whose strips are not handed on yet
+    encoding: deque[list[Future]] = deque()  # the futures of each tile still encoding
+
+    def ready(wait: bool) -> Iterator[bytes]:
+        """The strips of the complete rows at the front whose tiles are encoded (or all the
+        complete rows' strips, waiting for their tiles, when `wait`)."""
+        while rows and rows[0].complete and (wait or rows[0].encoded()):
+            row = rows.popleft()
+            for strip in row.strips:
+                if strip in row.pieces:
+                    tiles = [t for future in row.pieces.pop(strip) for t in future.result()]
+                    payload = export_formats.tiff_payload(tiles)
+                    store.put(strip, payload)
+                else:
+                    payload = store.get(strip)
+                yield payload
+
+    for index, pixels in tiles:
+        row_index, col = divmod(index, plan.columns)
+        if col == 0:
+            rows.append(_TiffRow(plan.strips_of_tile(index)))
+        row = rows[-1]
+        if pixels is not None:
+            top = row_index * plan.tile_h
+            futures = []
+            for strip in row.strips:
+                if strip not in store:
+                    rows_of_strip = pixels[strip * side - top : (strip + 1) * side - top]
+                    for x in range(0, rows_of_strip.shape[1], job_px):  # [S, <= job_px, 3]
+                        futures.append(pool.submit(encode, rows_of_strip[:, x : x + job_px]))
+                        row.pieces.setdefault(strip, []).append(futures[-1])
+            encoding.append(futures)
+        row.complete = col == plan.columns - 1
+        while len(encoding) > ENCODING_TILES:
+            for future in encoding.popleft():
+                future.result()
+        yield from ready(wait=False)
+    yield from ready(wait=True)
+
+
+@dataclass
+class _TiffRow:
+    """One render tile row of a `tiff_payloads` export: its strips' encoded pieces."""
+
+    strips: range
+    pieces: dict[int, list[Future]] = field(default_factory=dict)  # strip -> left to right
+    complete: bool = False  # every tile of the row has been handed in
+
+    def encoded(self) -> bool:
+        return all(future.done() for futures in self.pieces.values() for future in futures)
 
 
 def _spec(plan: ExportPlan, description: str) -> ImageSpec:

@@ -26,6 +26,7 @@ import json
 import logging
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ class ExportBenchResult:
     width: int
     height: int
     render_tiles: int
-    render_tile_px: int
+    render_tile_px: int  # width
+    render_tile_h: int
     torch_threads: int
     deflate_level: int
     repeat: int
@@ -63,6 +65,11 @@ class ExportBenchResult:
     output_mb: float
     peak_rss_mb: float | None  # of the whole process at the end of the full export
     rss_before_mb: float | None  # with the model loaded, before the export
+    # Linux, sampled every few ms during the first full export: the process's own memory
+    # (anonymous pages) and the pages of mapped files (libraries: CUDA's are most of them)
+    anon_before_mb: float | None
+    peak_anon_mb: float | None
+    peak_file_mb: float | None
 
     @property
     def overhead(self) -> float:
@@ -88,6 +95,43 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes / KiB
+
+
+def _rss_parts_mb() -> tuple[float, float] | None:
+    """(anonymous, file-backed) resident MB of this process, from /proc (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            fields = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
+        return int(fields["RssAnon"].split()[0]) / 1024, int(fields["RssFile"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class _RssSampler:
+    """Peaks of `_rss_parts_mb` while the `with` block runs, sampled every 5 ms."""
+
+    def __init__(self) -> None:
+        self.anon: float | None = None
+        self.file: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            parts = _rss_parts_mb()
+            if parts is None:
+                return
+            self.anon, self.file = max(self.anon or 0, parts[0]), max(self.file or 0, parts[1])
+            if self._stop.wait(0.005):
+                return
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_export_bench(
@@ -116,14 +160,18 @@ def run_export_bench(
     for w, h in shapes:  # first calls of a shape set up kernels; keep that out of the timings
         world.render_lod([Rect(1 << 20, 0, w, h)], plan.lod)
     rss_before = peak_rss_mb()
+    anon_before = (_rss_parts_mb() or (None,))[0]
 
     export_s, generation_s, writer_s = [], [], []
     rss: float | None = None
     for i in range(repeat):
         on_progress(f"run {i + 1}/{repeat}: full export of {size} x {size} px")
         start = time.perf_counter()
-        out = run_export(world, job)
+        with _RssSampler() as sampled:
+            out = run_export(world, job)
         export_s.append(time.perf_counter() - start)
+        if i == 0:
+            parts = sampled
         rss = peak_rss_mb() if rss is None else rss
         output_mb = sum(p.stat().st_size for p in _outputs(out)) / 1e6
 
@@ -150,6 +198,7 @@ def run_export_bench(
         height=plan.height,
         render_tiles=plan.total_tiles,
         render_tile_px=plan.tile_w,
+        render_tile_h=plan.tile_h,
         torch_threads=torch.get_num_threads(),
         deflate_level=deflate_level,
         repeat=repeat,
@@ -159,6 +208,9 @@ def run_export_bench(
         output_mb=output_mb,
         peak_rss_mb=rss,
         rss_before_mb=rss_before,
+        anon_before_mb=anon_before,
+        peak_anon_mb=parts.anon,
+        peak_file_mb=parts.file,
     )
 
 
@@ -240,6 +292,10 @@ def _outputs(out: Path) -> list[Path]:
     return [out]
 
 
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} MB"
+
+
 def format_result(r: ExportBenchResult) -> str:
     rss = "n/a" if r.peak_rss_mb is None else f"{r.peak_rss_mb:,.0f} MB"
     before = "n/a" if r.rss_before_mb is None else f"{r.rss_before_mb:,.0f} MB"
@@ -249,13 +305,15 @@ def format_result(r: ExportBenchResult) -> str:
             f"threads), {r.format}/{r.compression} (deflate level {r.deflate_level}), "
             f"fastest of {r.repeat}",
             f"  region            {r.width} x {r.height} px, {r.render_tiles} render tiles of "
-            f"{r.render_tile_px} px",
+            f"{r.render_tile_px} x {r.render_tile_h} px",
             f"  generation alone  {r.generation_s:8.2f} s",
             f"  writer alone      {r.writer_s:8.2f} s  ({100 * r.writer_share:.1f}% of generation)",
             f"  full export       {r.export_s:8.2f} s  ({r.mp_per_s:.2f} MP/s, "
             f"overhead {100 * r.overhead:+.1f}% of generation)",
             f"  output            {r.output_mb:8.1f} MB",
             f"  peak RSS          {rss} (model loaded, before export: {before})",
+            f"  of which sampled  {_mb(r.peak_anon_mb)} the process's own (before export: "
+            f"{_mb(r.anon_before_mb)}), at most {_mb(r.peak_file_mb)} mapped files",
             f"  1 gigapixel       about {r.gigapixel_hours():.1f} h at this speed, same memory",
         ]
     )

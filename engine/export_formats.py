@@ -101,6 +101,8 @@ class ImageSpec:
 class StripStore(Protocol):
     """Where encoded strips are kept for a resume (engine.export's spill)."""
 
+    def __contains__(self, index: object) -> bool: ...
+
     def get(self, index: int) -> bytes:
         """The payload of strip `index`, which the store has."""
         ...
@@ -110,6 +112,9 @@ class StripStore(Protocol):
 
 class NullStore:
     """A store that keeps nothing: for writing without resume data."""
+
+    def __contains__(self, index: object) -> bool:
+        return False
 
     def get(self, index: int) -> bytes:
         raise KeyError(index)
@@ -262,16 +267,18 @@ def _tile_views(strip: np.ndarray, side: int) -> Iterator[np.ndarray]:
         yield tile
 
 
-def _tiff_strip_encoder(spec: ImageSpec) -> Callable[[int, np.ndarray], bytes]:
-    """A strip's payload: its tile count, their byte counts (uint32 LE), then the tiles."""
+def tiff_tile_encoder(spec: ImageSpec) -> Callable[[np.ndarray], list[bytes]]:
+    """Encodes a block uint8 [S, w, 3] of one strip's rows into its TIFF tiles, left to
+    right: `w` is a multiple of T, or the block reaches the image's right edge (its last
+    tile is padded, as are the tiles of a last strip shorter than T)."""
     side = spec.tile
     if spec.compression == "deflate":
         deflate = deflate_function(spec.deflate_level)
 
-        def encode_tiles(strip: np.ndarray) -> list[bytes]:
+        def encode_tiles(block: np.ndarray) -> list[bytes]:
             d = np.empty((side, side, 3), np.uint8)  # one tile after the predictor
             out = []
-            for tile in _tile_views(strip, side):
+            for tile in _tile_views(block, side):
                 d[:, 0] = tile[:, 0]
                 np.subtract(tile[:, 1:], tile[:, :-1], out=d[:, 1:])  # TIFF predictor 2
                 out.append(deflate(d.data))
@@ -280,7 +287,7 @@ def _tiff_strip_encoder(spec: ImageSpec) -> Callable[[int, np.ndarray], bytes]:
     elif spec.compression == "jpeg":
         codecs = _imagecodecs()
 
-        def encode_tiles(strip: np.ndarray) -> list[bytes]:
+        def encode_tiles(block: np.ndarray) -> list[bytes]:
             return [
                 bytes(
                     codecs.jpeg8_encode(
@@ -291,20 +298,25 @@ def _tiff_strip_encoder(spec: ImageSpec) -> Callable[[int, np.ndarray], bytes]:
                         subsampling="420",
                     )
                 )
-                for tile in _tiles_of(strip, side, "edge")
+                for tile in _tiles_of(block, side, "edge")
             ]
 
     else:
 
-        def encode_tiles(strip: np.ndarray) -> list[bytes]:
-            return [tile.tobytes() for tile in _tiles_of(strip, side, "zero")]
+        def encode_tiles(block: np.ndarray) -> list[bytes]:
+            return [tile.tobytes() for tile in _tiles_of(block, side, "zero")]
 
-    def encode(index: int, strip: np.ndarray) -> bytes:
-        tiles = encode_tiles(strip)
-        head = struct.pack(f"<I{len(tiles)}I", len(tiles), *(len(t) for t in tiles))
-        return head + b"".join(tiles)
+    return encode_tiles
 
-    return encode
+
+def tiff_payload(tiles: list[bytes]) -> bytes:
+    """A strip's payload from its encoded tiles: their count, byte counts (uint32 LE), the tiles."""
+    return struct.pack(f"<I{len(tiles)}I", len(tiles), *(len(t) for t in tiles)) + b"".join(tiles)
+
+
+def _tiff_strip_encoder(spec: ImageSpec) -> Callable[[int, np.ndarray], bytes]:
+    encode_tiles = tiff_tile_encoder(spec)
+    return lambda index, strip: tiff_payload(encode_tiles(strip))
 
 
 def _tiff_tiles(payloads: Iterable[bytes]) -> Iterator[bytes]:
@@ -325,11 +337,16 @@ def write_tiff(
     store: StripStore,
 ) -> None:
     """A tiled BigTIFF."""
+    payloads = encoded_strips(strips, _tiff_strip_encoder(spec), spec, pool, store)
+    write_tiff_payloads(path, payloads, spec)
+
+
+def write_tiff_payloads(path: Path, payloads: Iterable[bytes], spec: ImageSpec) -> None:
+    """A tiled BigTIFF from the payload of every strip, in order (see `tiff_payload`)."""
     import tifffile
 
     if spec.compression == "jpeg":
         _imagecodecs()  # tifffile looks the codec up even for encoded tiles
-    payloads = encoded_strips(strips, _tiff_strip_encoder(spec), spec, pool, store)
     options: dict[str, Any] = {"compression": None}
     if spec.compression == "deflate":
         options = {"compression": "zlib", "predictor": 2}

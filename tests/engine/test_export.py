@@ -18,6 +18,7 @@ import tifffile
 from PIL import Image
 
 from app import cli
+from engine import export as export_module
 from engine import export_formats, load_generator
 from engine.edits import RerollRegion
 from engine.export import (
@@ -29,6 +30,7 @@ from engine.export import (
     plan_export,
     run_export,
     unfinished_export,
+    write_tiles,
 )
 from engine.export_formats import adler32_combine, deflate_function
 from engine.tiles import Rect
@@ -168,6 +170,33 @@ def test_export_of_many_render_tiles_equals_them_rendered_alone(world, tmp_path)
     assert plan.total_tiles == 12
     assert np.array_equal(image, expected)
     assert np.abs(image.astype(int) - world.render(rect)).max() <= 1  # float rounding only
+
+
+def test_tiff_encoded_straight_from_render_tiles_equals_the_one_assembled_from_bands(
+    world, tmp_path, monkeypatch
+):
+    rect = Rect(-150, -90, 300, 200)  # 5 x 4 render tiles of 64 px, the last ones clipped
+    plan = plan_export(world, ExportJob(rect, tmp_path / "x.tif", tile=64), render_tile=64)
+    tiles = [world.render_lod([r], 0)[0] for r in plan.tile_rects()]
+    assert export_module.tiles_are_tiff_aligned(plan)
+    straight = write_tiles(plan, tiles, tmp_path / "straight.tif")
+    monkeypatch.setattr(export_module, "tiles_are_tiff_aligned", lambda plan: False)
+    banded = write_tiles(plan, tiles, tmp_path / "banded.tif")
+    assert straight.read_bytes() == banded.read_bytes()
+    mosaic = np.zeros((rect.h, rect.w, 3), np.uint8)
+    for r, pixels in zip(plan.tile_rects(), tiles, strict=True):
+        mosaic[r.y - rect.y : r.y - rect.y + r.h, r.x - rect.x : r.x - rect.x + r.w] = pixels
+    assert np.array_equal(read_image(straight), mosaic)
+
+
+def test_default_tiff_render_tiles_hold_whole_tiff_tiles_and_wide_ones_are_short(world, tmp_path):
+    square = plan_export(world, ExportJob(Rect(0, 0, 5000, 3000), tmp_path / "s.tif"))
+    assert square.tile_w % 256 == 0 and square.tile_h % 256 == 0
+    assert export_module.tiles_are_tiff_aligned(square)
+    wide = plan_export(world, ExportJob(Rect(0, 0, 60_000, 1000), tmp_path / "w.tif"))
+    assert wide.tile_h % 256 == 0 and wide.tile_h * 60_000 * 3 <= export_module.BAND_BYTES
+    assert wide.tile_w > square.tile_w and wide.tile_w % 256 == 0  # about the same area
+    assert wide.tile_w * wide.tile_h <= 1.1 * world.chunk_px(0) ** 2
 
 
 def test_half_scale_export_equals_world_render_at_half_scale(world, tmp_path):
