@@ -437,7 +437,7 @@ def run_export(
     `model_ref`: how the caller names the model (e.g. {"checkpoint": path, "sha256": ...} or
     {"preset": "lite"}), recorded in the sidecar; the resume check compares the weights.
     `render_tile`: see `plan_export` (tests, benchmarks); a resume uses the sidecar's.
-    `workers`: compression threads (default: half the CPU cores, 1 to 8).
+    `workers`: compression threads (default: all cores but two, 1 to 16).
     `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,
     one tile after the other). It must render `world`'s model and seed; the caller keeps
     ownership (it is not closed here).
@@ -731,7 +731,7 @@ def tiff_payloads(
     spec: ImageSpec,
     pool: ThreadPoolExecutor,
     store: export_formats.StripStore,
-) -> Iterator[bytes]:
+) -> Iterator[export_formats.Payload]:
     """The payload of every strip of a TIFF whose tiles lie inside render tiles, in order.
 
     Each render tile's rows of each strip are encoded on the pool as soon as the tile
@@ -745,7 +745,7 @@ def tiff_payloads(
     rows: deque[_TiffRow] = deque()  # render tile rows whose strips are not handed on yet
     encoding: deque[list[Future]] = deque()  # the futures of each tile still encoding
 
-    def ready(wait: bool) -> Iterator[bytes]:
+    def ready(wait: bool) -> Iterator[export_formats.Payload]:
         """The strips of the complete rows at the front whose tiles are encoded (or all the
         complete rows' strips, waiting for their tiles, when `wait`)."""
         while rows and rows[0].complete and (wait or rows[0].encoded()):
@@ -808,9 +808,10 @@ def _spec(plan: ExportPlan, description: str) -> ImageSpec:
 
 
 def _workers(workers: int | None) -> int:
-    """Compression threads: half the CPU cores, 1 to 8. Idle while the render is the
-    bottleneck; when a GPU renders faster than one core compresses, they keep up."""
-    return workers or max(1, min(8, (os.cpu_count() or 2) // 2))
+    """Compression threads: all CPU cores but two (one renders, one writes), 1 to 16. Idle
+    while the render is the bottleneck; behind a GPU they are what keeps up with it (on an
+    H200 with 16 cores, a gigapixel's writer takes 2.7 s with 14 of them, 4.1 s with 8)."""
+    return workers or max(1, min(16, (os.cpu_count() or 2) - 2))
 
 
 # The spill: encoded strips kept for resume ---------------------------------------------
@@ -878,7 +879,7 @@ class _Spill:
     def __len__(self) -> int:
         return len(self._index)
 
-    def get(self, index: int) -> bytes:
+    def get(self, index: int) -> export_formats.Payload:
         with self._lock:
             offset, length = self._index[index]
             end = self._file.tell()
@@ -887,16 +888,19 @@ class _Spill:
             self._file.seek(end)
         if len(payload) != length:
             raise OSError(errno.EIO, f"the resume data {self.path.name} was cut short")
-        return payload
+        return [payload]
 
-    def put(self, index: int, payload: bytes) -> None:
-        record = _RECORD.pack(b"STRP", index, len(payload), zlib.crc32(payload))
+    def put(self, index: int, payload: export_formats.Payload) -> None:
+        length, crc = 0, 0
+        for piece in payload:
+            length, crc = length + len(piece), zlib.crc32(piece, crc)
         with self._lock:
             offset = self._file.tell()
-            self._file.write(record)
-            self._file.write(payload)
+            self._file.write(_RECORD.pack(b"STRP", index, length, crc))
+            for piece in payload:
+                self._file.write(piece)
             self._file.flush()  # in the page cache: a crash of this process loses nothing
-            self._index[index] = (offset + _RECORD.size, len(payload))
+            self._index[index] = (offset + _RECORD.size, length)
         self._dirty.set()
 
     def _sync(self) -> None:

@@ -143,6 +143,7 @@ def run_export_bench(
     compression: str | None = None,
     deflate_level: int = DEFAULT_DEFLATE_LEVEL,
     repeat: int = 3,
+    workers: int | None = None,
     on_progress=lambda message: None,
 ) -> ExportBenchResult:
     rect = Rect(-size // 2, -size // 2, size, size)
@@ -168,7 +169,7 @@ def run_export_bench(
         on_progress(f"run {i + 1}/{repeat}: full export of {size} x {size} px")
         start = time.perf_counter()
         with _RssSampler() as sampled:
-            out = run_export(world, job)
+            out = run_export(world, job, workers=workers)
         export_s.append(time.perf_counter() - start)
         if i == 0:
             parts = sampled
@@ -184,7 +185,7 @@ def run_export_bench(
 
         on_progress(f"run {i + 1}/{repeat}: writer alone, with the same tiles")
         start = time.perf_counter()
-        write_tiles(plan, tiles, folder / f"again{suffix}")
+        write_tiles(plan, tiles, folder / f"again{suffix}", workers=workers)
         writer_s.append(time.perf_counter() - start)
         del tiles
 
@@ -334,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression")
     parser.add_argument("--deflate-level", type=int, default=DEFAULT_DEFLATE_LEVEL)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the fastest is reported")
+    parser.add_argument("--workers", type=int, help="encoder threads (default: the export's)")
     parser.add_argument("--folder", type=Path, help="where to write (default: a temp folder)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
@@ -361,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             compression=args.compression,
             deflate_level=args.deflate_level,
             repeat=args.repeat,
+            workers=args.workers,
             on_progress=progress,
         )
     print(format_result(result))

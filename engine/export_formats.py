@@ -41,7 +41,7 @@ import struct
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +73,9 @@ SOFTWARE = "Infinity Canvas"
 STRIPS_IN_FLIGHT_BYTES = 128 << 20  # raw strips encoded ahead of the file writes (>= 2)
 _IDAT_MAX = 1 << 24  # compressed strips are split into IDAT chunks of at most 16 MiB
 
+# A strip's payload: byte pieces whose concatenation is what the store keeps for it. Pieces
+# pass to the file as they are: joining a gigapixel's tiles would copy it, holding the GIL.
+Payload = Sequence[bytes]
 T_ = TypeVar("T_")
 R_ = TypeVar("R_")
 
@@ -103,11 +106,11 @@ class StripStore(Protocol):
 
     def __contains__(self, index: object) -> bool: ...
 
-    def get(self, index: int) -> bytes:
-        """The payload of strip `index`, which the store has."""
+    def get(self, index: int) -> Payload:
+        """The payload of strip `index`, which the store has (as one piece)."""
         ...
 
-    def put(self, index: int, payload: bytes) -> None: ...
+    def put(self, index: int, payload: Payload) -> None: ...
 
 
 class NullStore:
@@ -116,10 +119,10 @@ class NullStore:
     def __contains__(self, index: object) -> bool:
         return False
 
-    def get(self, index: int) -> bytes:
+    def get(self, index: int) -> Payload:
         raise KeyError(index)
 
-    def put(self, index: int, payload: bytes) -> None:
+    def put(self, index: int, payload: Payload) -> None:
         pass
 
 
@@ -207,17 +210,17 @@ def ordered_map(
 
 def encoded_strips(
     strips: Iterable[np.ndarray | None],
-    encode: Callable[[int, np.ndarray], bytes],
+    encode: Callable[[int, np.ndarray], Payload],
     spec: ImageSpec,
     pool: Executor,
     store: StripStore,
-) -> Iterator[bytes]:
+) -> Iterator[Payload]:
     """The payload of every strip, in order: `encode(index, strip)` on the pool and put in
     the store as soon as it is encoded (so a cancelled export keeps every strip it encoded);
     or, for a strip given as None, the store's."""
     ahead = max(2, min(8, STRIPS_IN_FLIGHT_BYTES // (spec.tile * spec.width * 3)))
 
-    def job(item: tuple[int, np.ndarray | None]) -> bytes:
+    def job(item: tuple[int, np.ndarray | None]) -> Payload:
         index, strip = item
         if strip is None:
             return store.get(index)
@@ -242,29 +245,17 @@ def adler32_combine(adler1: int, adler2: int, len2: int) -> int:
 # Tiled BigTIFF (tifffile) -------------------------------------------------------------
 
 
-def _tiles_of(strip: np.ndarray, side: int, pad: str) -> np.ndarray:
-    """uint8 [n, T, T, 3]: the strip's tiles, left to right, grown to full tiles (zeros, or
-    `edge` repeats for JPEG), in one contiguous array. Whole-strip operations keep the
-    encoder threads' trips through the GIL few."""
-    s, w = strip.shape[:2]
+def _tile_grid(block: np.ndarray, side: int, pad: str) -> np.ndarray:
+    """uint8 [n, T, T, 3]: the tiles of a block of a strip's rows, left to right, grown to
+    full tiles (zeros, or `edge` repeats for JPEG) where the block ends inside one. A view
+    of the block where it holds whole tiles (a padded copy otherwise): whole-block numpy
+    operations keep the encoder threads' trips through the GIL few."""
+    s, w = block.shape[:2]
     n = -(-w // side)
     if (s, w) != (side, n * side):
         mode = "edge" if pad == "edge" else "constant"
-        strip = np.pad(strip, ((0, side - s), (0, n * side - w), (0, 0)), mode=mode)
-    return np.ascontiguousarray(strip.reshape(side, n, side, 3).transpose(1, 0, 2, 3))
-
-
-def _tile_views(strip: np.ndarray, side: int) -> Iterator[np.ndarray]:
-    """The strip's tiles uint8 [T, T, 3], left to right: views of the strip where whole,
-    zero-padded copies at its right and bottom edges."""
-    s, w = strip.shape[:2]
-    for x in range(0, w, side):
-        tile = strip[:, x : x + side]
-        if tile.shape[:2] != (side, side):
-            padded = np.zeros((side, side, 3), np.uint8)
-            padded[:s, : tile.shape[1]] = tile
-            tile = padded
-        yield tile
+        block = np.pad(block, ((0, side - s), (0, n * side - w), (0, 0)), mode=mode)
+    return block.reshape(side, n, side, 3).transpose(1, 0, 2, 3)
 
 
 def tiff_tile_encoder(spec: ImageSpec) -> Callable[[np.ndarray], list[bytes]]:
@@ -276,13 +267,11 @@ def tiff_tile_encoder(spec: ImageSpec) -> Callable[[np.ndarray], list[bytes]]:
         deflate = deflate_function(spec.deflate_level)
 
         def encode_tiles(block: np.ndarray) -> list[bytes]:
-            d = np.empty((side, side, 3), np.uint8)  # one tile after the predictor
-            out = []
-            for tile in _tile_views(block, side):
-                d[:, 0] = tile[:, 0]
-                np.subtract(tile[:, 1:], tile[:, :-1], out=d[:, 1:])  # TIFF predictor 2
-                out.append(deflate(d.data))
-            return out
+            tiles = _tile_grid(block, side, "zero")  # [n, T, T, 3]
+            d = np.empty(tiles.shape, np.uint8)  # after the TIFF predictor 2 (horizontal)
+            d[:, :, 0] = tiles[:, :, 0]
+            np.subtract(tiles[:, :, 1:], tiles[:, :, :-1], out=d[:, :, 1:])
+            return [deflate(tile.data) for tile in d]
 
     elif spec.compression == "jpeg":
         codecs = _imagecodecs()
@@ -298,34 +287,40 @@ def tiff_tile_encoder(spec: ImageSpec) -> Callable[[np.ndarray], list[bytes]]:
                         subsampling="420",
                     )
                 )
-                for tile in _tiles_of(block, side, "edge")
+                for tile in np.ascontiguousarray(_tile_grid(block, side, "edge"))
             ]
 
     else:
 
         def encode_tiles(block: np.ndarray) -> list[bytes]:
-            return [tile.tobytes() for tile in _tiles_of(block, side, "zero")]
+            return [tile.tobytes() for tile in _tile_grid(block, side, "zero")]
 
     return encode_tiles
 
 
-def tiff_payload(tiles: list[bytes]) -> bytes:
-    """A strip's payload from its encoded tiles: their count, byte counts (uint32 LE), the tiles."""
-    return struct.pack(f"<I{len(tiles)}I", len(tiles), *(len(t) for t in tiles)) + b"".join(tiles)
+def tiff_payload(tiles: list[bytes]) -> Payload:
+    """A strip's payload from its encoded tiles: a head (their count and byte counts, uint32
+    LE), then the tiles."""
+    return [struct.pack(f"<I{len(tiles)}I", len(tiles), *(len(t) for t in tiles)), *tiles]
 
 
-def _tiff_strip_encoder(spec: ImageSpec) -> Callable[[int, np.ndarray], bytes]:
+def _tiff_strip_encoder(spec: ImageSpec) -> Callable[[int, np.ndarray], Payload]:
     encode_tiles = tiff_tile_encoder(spec)
     return lambda index, strip: tiff_payload(encode_tiles(strip))
 
 
-def _tiff_tiles(payloads: Iterable[bytes]) -> Iterator[bytes]:
+def _tiff_tiles(payloads: Iterable[Payload]) -> Iterator[bytes]:
+    """The encoded tiles of every strip: the pieces after the head as encoded, or cut from
+    the one piece a store gives back (bytes: tifffile takes nothing else)."""
     for payload in payloads:
-        (count,) = struct.unpack_from("<I", payload)
-        lengths = struct.unpack_from(f"<{count}I", payload, 4)
+        if len(payload) > 1:
+            yield from payload[1:]
+            continue
+        whole = payload[0]
+        (count,) = struct.unpack_from("<I", whole)
         offset = 4 + 4 * count
-        for length in lengths:
-            yield payload[offset : offset + length]
+        for length in struct.unpack_from(f"<{count}I", whole, 4):
+            yield whole[offset : offset + length]
             offset += length
 
 
@@ -341,7 +336,7 @@ def write_tiff(
     write_tiff_payloads(path, payloads, spec)
 
 
-def write_tiff_payloads(path: Path, payloads: Iterable[bytes], spec: ImageSpec) -> None:
+def write_tiff_payloads(path: Path, payloads: Iterable[Payload], spec: ImageSpec) -> None:
     """A tiled BigTIFF from the payload of every strip, in order (see `tiff_payload`)."""
     import tifffile
 
@@ -376,7 +371,7 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
 _PNG_PAYLOAD = struct.Struct("<IQ")  # adler32 and length of the filtered rows, then deflate
 
 
-def _png_strip_encoder(spec: ImageSpec, level: int) -> Callable[[int, np.ndarray], bytes]:
+def _png_strip_encoder(spec: ImageSpec, level: int) -> Callable[[int, np.ndarray], Payload]:
     last = spec.strips - 1
 
     def encode(index: int, strip: np.ndarray) -> bytes:
@@ -391,7 +386,7 @@ def _png_strip_encoder(spec: ImageSpec, level: int) -> Callable[[int, np.ndarray
         np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
         c = zlib.compressobj(level, zlib.DEFLATED, -15)
         data = c.compress(raw.data) + c.flush(zlib.Z_FINISH if index == last else zlib.Z_SYNC_FLUSH)
-        return _PNG_PAYLOAD.pack(zlib.adler32(raw.data), raw.nbytes) + data
+        return [_PNG_PAYLOAD.pack(zlib.adler32(raw.data), raw.nbytes) + data]
 
     return encode
 
@@ -414,7 +409,7 @@ def png_stream(
     adler = 1
     zlib_header = zlib.compress(b"", level)[:2]
     pending = zlib_header
-    for payload in encoded_strips(strips, _png_strip_encoder(spec, level), spec, pool, store):
+    for (payload,) in encoded_strips(strips, _png_strip_encoder(spec, level), spec, pool, store):
         piece_adler, length = _PNG_PAYLOAD.unpack_from(payload)
         adler = adler32_combine(adler, piece_adler, length)
         data = pending + memoryview(payload)[_PNG_PAYLOAD.size :]
