@@ -1075,6 +1075,9 @@ class TrainingTab(QWidget):
         if paths == self._checkpoint_paths:
             return
         selected = self.selected_checkpoint()
+        # The selection follows the newest checkpoint (listed first) unless another was chosen.
+        if self._checkpoint_paths and selected == str(self._checkpoint_paths[0]):
+            selected = None
         self._checkpoint_paths = paths
         self.checkpoint_list.clear()
         for path in paths:

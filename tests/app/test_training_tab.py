@@ -383,6 +383,26 @@ def test_runs_are_listed_and_open_in_canvas_emits_the_checkpoint_path(qtbot, mak
     assert opened.args == [str(checkpoint)]
 
 
+def test_the_selection_follows_the_newest_checkpoint_unless_another_was_chosen(make_tab, tmp_path):
+    run_dir = write_fake_run(tmp_path / "runs" / "my-run", write_toy_dataset(tmp_path / "d"))
+    folder = run_dir / "checkpoints"
+    for path in folder.iterdir():
+        path.unlink()
+    tab = make_tab()
+    tab.view_run(run_dir)
+    (folder / "step_000005.safetensors").write_bytes(b"")  # the trainer writes the step first
+    tab.poll()
+    assert tab.selected_checkpoint() == str(folder / "step_000005.safetensors")
+    (folder / "latest.safetensors").write_bytes(b"")
+    tab.poll()
+    assert tab.selected_checkpoint() == str(folder / "latest.safetensors")
+
+    tab.select_checkpoint(folder / "step_000005.safetensors")
+    (folder / "step_000010.safetensors").write_bytes(b"")
+    tab.poll()
+    assert tab.selected_checkpoint() == str(folder / "step_000005.safetensors")
+
+
 def test_metrics_tail_reads_only_complete_new_lines_and_restarts_on_a_rewrite(tmp_path):
     path = tmp_path / "metrics.jsonl"
     tail = MetricsTail(tmp_path)
