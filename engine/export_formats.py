@@ -374,7 +374,7 @@ _PNG_PAYLOAD = struct.Struct("<IQ")  # adler32 and length of the filtered rows, 
 def _png_strip_encoder(spec: ImageSpec, level: int) -> Callable[[int, np.ndarray], Payload]:
     last = spec.strips - 1
 
-    def encode(index: int, strip: np.ndarray) -> bytes:
+    def encode(index: int, strip: np.ndarray) -> Payload:
         """Filter and deflate one strip on its own (raw deflate, ends byte-aligned)."""
         s, w = strip.shape[:2]
         rows = strip.reshape(s, w * 3)
