@@ -1,7 +1,8 @@
 """`python -m engine.export_bench`: what writing an export costs next to generating it.
 
 For one SIZE x SIZE px region (default 4096, `lite` preset, CPU) it measures, in one process,
-REPEAT times in turn (the fastest of each is reported: shared machines are noisy):
+REPEAT times in turn, each after the page cache's dirty data is written out (the fastest
+of each is reported: shared machines are noisy):
 
 1. full export: `run_export` (render thread, strip assembly, compression, file, spill); the
    peak resident memory is read after the first one, before anything else is allocated;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -134,6 +136,13 @@ class _RssSampler:
         self._thread.join()
 
 
+def _settle() -> None:
+    """Write the page cache's dirty data out before a timed phase, so that flushing the
+    last phase's gigabytes does not slow the next one down (os.sync waits for it on Linux)."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
 def run_export_bench(
     world: World,
     folder: Path,
@@ -167,6 +176,7 @@ def run_export_bench(
     rss: float | None = None
     for i in range(repeat):
         on_progress(f"run {i + 1}/{repeat}: full export of {size} x {size} px")
+        _settle()
         start = time.perf_counter()
         with _RssSampler() as sampled:
             out = run_export(world, job, workers=workers)
@@ -177,6 +187,7 @@ def run_export_bench(
         output_mb = sum(p.stat().st_size for p in _outputs(out)) / 1e6
 
         on_progress(f"run {i + 1}/{repeat}: generation alone")
+        _settle()
         start = time.perf_counter()
         tiles = [
             to_uint8(world.render_lod_float([r], plan.lod))[0] for r in plan.tile_rects()
@@ -184,6 +195,7 @@ def run_export_bench(
         generation_s.append(time.perf_counter() - start)
 
         on_progress(f"run {i + 1}/{repeat}: writer alone, with the same tiles")
+        _settle()
         start = time.perf_counter()
         write_tiles(plan, tiles, folder / f"again{suffix}", workers=workers)
         writer_s.append(time.perf_counter() - start)
