@@ -215,20 +215,23 @@ class World:
     def restyled(self, style: Style) -> World:
         """The same generator and seed with `style` as the base style and no edits (for
         previews such as a style gallery's thumbnails)."""
-        other = copy.copy(self)
+        other = self._sharing(edits=())
         other.base_style = style
         base = self.resolve_style(style)
         other.z_g, other.w = base.z_g, base.w
-        other._edits, other._redo = (), []
-        other._lock, other._listeners = threading.Lock(), []
         return other
 
     def with_edit(self, edit: Edit) -> World:
         """This world with `edit` applied on top, sharing generator and styles, leaving this
         world as it is (for previews of an edit that is not made yet, such as a stroke
         being painted)."""
+        return self._sharing(edits=(*self._edits, edit))
+
+    def _sharing(self, *, edits: tuple[Edit, ...]) -> World:
+        """A shallow copy (generator and style cache shared) with its own edit
+        log `edits`, no redo history and no listeners."""
         other = copy.copy(self)
-        other._edits, other._redo = (*self._edits, edit), []
+        other._edits, other._redo = edits, []
         other._lock, other._listeners = threading.Lock(), []
         return other
 
