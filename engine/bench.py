@@ -5,10 +5,11 @@ convolution peak) stay meaningful on noisy machines:
 
 - flops_per_pixel: generator FLOPs per final pixel at the throughput block size
   (torch.utils.flop_counter: convolutions and matrix products);
-- mp_per_s: warm throughput, megapixels of final full-resolution pixels per second;
+- mp_per_s: warm throughput, megapixels of final full-resolution pixels per second, as an
+  export renders (blocks of one shape, in `steady_shapes`);
 - first_viewport_s / first_viewport_warm_s: a complete 1920x1080 view at 1:1 through the
-  tile scheduler the GUI uses, right after the model is loaded (cold) and on a fresh area
-  once warm;
+  tile scheduler the GUI uses (a new one for each view, as after a pause), right after the
+  model is loaded (cold) and on a fresh area once warm;
 - overview_s: a 1/16 overview of a 30,000 x 17,000 px area;
 - peak_mem_mb: peak resident memory (CPU) or peak allocated GPU memory;
 - conv_peak_gflops: a large 3x3 convolution in the render precision on the same device.
@@ -30,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.device import device_label
 from engine.model import Generator
+from engine.model.conv_plans import steady_shapes
 from engine.scheduler import TileResult, TileScheduler
 from engine.tiles import Rect, TileIndex, lod_rect, tiles_covering
 from engine.world import World
@@ -173,26 +175,22 @@ def run_bench(
     vw, vh = VIEWPORT
 
     on_progress("first viewport (cold)")
-    start = time.perf_counter()
-    render_view(world, Rect(0, -vh // 2, vw, vh), 0, block, batch)
-    _sync(device)
-    cold = time.perf_counter() - start
-
+    cold = time_viewport(world, Rect(0, -vh // 2, vw, vh))
     on_progress("first viewport (warm)")
-    warm = _timed(
-        lambda: render_view(world, Rect(50_000, -vh // 2, vw, vh), 0, block, batch), device
-    )
+    time_viewport(world, Rect(25_000, -vh // 2, vw, vh))  # the same tile shapes, elsewhere
+    warm = time_viewport(world, Rect(50_000, -vh // 2, vw, vh))
 
     on_progress("throughput")
-    strip = Rect(100_000 * block, -block, block * batch, block)  # whole blocks: one batch each
-    render_view(world, strip, 0, block, batch)  # warm-up for this shape
-    _sync(device)
-    pixels, x, start = 0, strip.right, time.perf_counter()
-    while time.perf_counter() - start < throughput_seconds:
-        strip = Rect(x, -block, block * batch, block)
-        pixels += render_view(world, strip, 0, block, batch)
-        x += strip.w
-    _sync(device)
+    with steady_shapes():  # as an export renders
+        strip = Rect(100_000 * block, -block, block * batch, block)  # whole blocks: one batch
+        render_view(world, strip, 0, block, batch)  # warm-up for this shape
+        _sync(device)
+        pixels, x, start = 0, strip.right, time.perf_counter()
+        while time.perf_counter() - start < throughput_seconds:
+            strip = Rect(x, -block, block * batch, block)
+            pixels += render_view(world, strip, 0, block, batch)
+            x += strip.w
+        _sync(device)
     mp_per_s = pixels / (time.perf_counter() - start) / 1e6
 
     on_progress("1/16 overview")

@@ -490,7 +490,7 @@ def run_export(
                 pipeline.check_complete()
             finally:
                 pipeline.stop()
-        spill.close()
+        spill.close(sync=False)  # deleted once the output has its name: no need for the disk
         export_formats.finish(job.format, paths.part, job.out)
         finished = True
     except OSError as exc:
@@ -912,8 +912,9 @@ class _Spill:
                 except OSError:
                     log.warning("could not fsync %s", self.path, exc_info=True)
 
-    def close(self) -> None:
-        """Stop the sync thread, fsync and close (idempotent)."""
+    def close(self, *, sync: bool = True) -> None:
+        """Stop the sync thread, fsync (unless `sync` is False: a spill about to be
+        deleted) and close (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -921,7 +922,8 @@ class _Spill:
         self._syncer.join()
         try:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if sync:
+                os.fsync(self._file.fileno())
         finally:
             self._file.close()
 

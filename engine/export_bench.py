@@ -33,15 +33,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.checkpoint import load_generator
 from engine.device import resolve_devices
-from engine.export import ExportJob, plan_export, run_export, write_tiles
+from engine.export import ExportJob, ExportPlan, plan_export, run_export, write_tiles
 from engine.export_formats import DEFAULT_DEFLATE_LEVEL
-from engine.tile_workers import TileWorkers
+from engine.tile_workers import TileWorkers, render_tile
 from engine.tiles import Rect
-from engine.world import World, to_uint8
+from engine.world import World
 
 GIGAPIXEL = 1e9
 
@@ -189,9 +190,7 @@ def run_export_bench(
         on_progress(f"run {i + 1}/{repeat}: generation alone")
         _settle()
         start = time.perf_counter()
-        tiles = [
-            to_uint8(world.render_lod_float([r], plan.lod))[0] for r in plan.tile_rects()
-        ]  # [h, w, 3] each
+        tiles = _render_alone(world, plan)
         generation_s.append(time.perf_counter() - start)
 
         on_progress(f"run {i + 1}/{repeat}: writer alone, with the same tiles")
@@ -225,6 +224,27 @@ def run_export_bench(
         peak_anon_mb=parts.anon,
         peak_file_mb=parts.file,
     )
+
+
+def _render_alone(world: World, plan: ExportPlan) -> list[np.ndarray]:
+    """The export's render tiles, uint8 [h, w, 3] each, rendered as the export renders them:
+    by `render_tile` on a thread of their own (cuDNN's plans are per thread, so a new
+    thread sets them up again, as each export's render thread does)."""
+    tiles: list[np.ndarray] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            tiles.extend(render_tile(world, r, plan.lod, world.edits) for r in plan.tile_rects())
+        except BaseException as exc:  # noqa: B036 - re-raised on the calling thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=work, name="export-bench-render")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return tiles
 
 
 @dataclass(frozen=True)

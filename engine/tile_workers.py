@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from engine.edits import Edit
+from engine.model.conv_plans import steady_shapes
 from engine.tiles import Rect
 from engine.world import World, to_uint8
 
@@ -75,8 +76,10 @@ def _never() -> bool:
 
 
 def render_tile(world: World, rect: Rect, lod: int, edits: tuple[Edit, ...]) -> np.ndarray:
-    """One render tile as uint8 [h, w, 3]; RuntimeError if the world returns another shape."""
-    pixels = to_uint8(world.render_lod_float([rect], lod, edits))[0]  # [h, w, 3]
+    """One render tile as uint8 [h, w, 3]; RuntimeError if the world returns another shape.
+    An export renders many tiles of one shape: `steady_shapes` lets cuDNN plan for them."""
+    with steady_shapes():
+        pixels = to_uint8(world.render_lod_float([rect], lod, edits))[0]  # [h, w, 3]
     if pixels.shape != (rect.h, rect.w, 3):
         raise RuntimeError(f"render of {rect} returned {pixels.shape}")
     return pixels

@@ -508,7 +508,7 @@ class World:
     ) -> torch.Tensor:
         if isinstance(style, StyleBlend):
             return self.generator.synthesize(style, style, z_l, coords, noises, levels=level)
-        return self.generator.synthesize(style.z_g, style.w, z_l, coords, noises, levels=level)
+        return self._synthesize(style.z_g, style.w, z_l, coords, noises, levels=level)
 
     def _style_groups(
         self, windows: list[CellWindow], level: int, edits: tuple[Edit, ...]

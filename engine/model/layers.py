@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.model.conv_plans import avoid_setup
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -47,9 +49,11 @@ def depthwise(x: Tensor, kernel: Tensor, *, padding: int = 0, bias: Tensor | Non
 class Blur(nn.Module):
     """Separable binomial blur outer(taps, taps) with total `gain`, valid after zero `padding`.
 
-    Same numbers two ways: a depthwise convolution, except where gradients flow on a GPU:
-    there the backward pass of a depthwise convolution is slow (training ran 3.6x faster on
-    an H100 with shifted adds), while for inference it is the faster of the two.
+    Same numbers two ways: a depthwise convolution, or shifted adds on a GPU where
+    gradients flow (the depthwise backward pass is slow: training ran 3.6x faster on an
+    H100 with shifted adds), where torch.compile traces (compiled shifted adds fuse with the
+    bias, noise and activation around them) and where cuDNN's set-up for each new shape
+    would stall a view (engine.model.conv_plans).
     """
 
     def __init__(self, taps: list[int], *, gain: float = 1.0, padding: int = 0) -> None:
@@ -62,7 +66,9 @@ class Blur(nn.Module):
 
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         # [B, C, H, W] -> [B, C, H + 2p - k + 1, W + 2p - k + 1]
-        if x.device.type != "cuda" or not (torch.is_grad_enabled() and x.requires_grad):
+        grad = torch.is_grad_enabled() and x.requires_grad
+        special = grad or torch.compiler.is_compiling() or avoid_setup(x)
+        if x.device.type != "cuda" or not special:
             return depthwise(x, self.kernel, padding=self.padding, bias=bias)
         p = self.padding
         if p:
@@ -295,9 +301,21 @@ class ModulatedConv2d(nn.Module):
         weight = weight.to(x.dtype)
         bias = None if bias is None else bias.to(x.dtype)
         if not self.upsample:
+            if x.device.type == "cuda" and x.shape[1] % 8:
+                x, weight = _pad_channels(x, weight)
             return F.conv2d(x, weight, bias)
         out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=1)  # 2H - 1
         return self.blur(out, bias)  # [B, Cout, 2H-3, 2W-3]
+
+
+def _pad_channels(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """x [B, Cin, H, W] and weight [Cout, Cin, k, k] with zero input channels up to a
+    multiple of 8 (the same convolution): cuDNN has no tensor-core kernel for other counts,
+    such as G_S's C + 3 inputs, which ran at half the speed on an H200."""
+    pad = -x.shape[1] % 8
+    x = torch.cat([x, x.new_zeros(x.shape[0], pad, *x.shape[2:])], dim=1)
+    weight = torch.cat([weight, weight.new_zeros(weight.shape[0], pad, *weight.shape[2:])], dim=1)
+    return x.contiguous(memory_format=torch.channels_last), weight
 
 
 class StyledConv(nn.Module):
@@ -359,9 +377,21 @@ class ToRGB(nn.Module):
         rgb = self.conv(x, style, self.bias)
         if skip is None:
             return rgb
-        kernel = self.upsample_kernel.to(skip.dtype)[None, None].expand(3, 1, 3, 3)
-        up = F.conv_transpose2d(skip, kernel, stride=2, padding=3, groups=3)  # 2S - 5
+        if avoid_setup(skip):
+            up = upsample_skip(skip)
+        else:
+            kernel = self.upsample_kernel.to(skip.dtype)[None, None].expand(3, 1, 3, 3)
+            up = F.conv_transpose2d(skip, kernel, stride=2, padding=3, groups=3)  # 2S - 5
         return rgb + up.to(rgb.dtype)
+
+
+def upsample_skip(skip: Tensor) -> Tensor:
+    """ToRGB's skip upsampling (a stride-2 transposed conv with the binomial [1, 2, 1] gain-4
+    kernel, padding 3) as linear interpolation onto 2S - 1 pixels, trimmed by 2 per side: the
+    same numbers with no cuDNN set-up. [B, 3, S, S'] -> [B, 3, 2S - 5, 2S' - 5]."""
+    h, w = skip.shape[-2:]
+    full = F.interpolate(skip, (2 * h - 1, 2 * w - 1), mode="bilinear", align_corners=True)
+    return full[..., 2:-2, 2:-2]
 
 
 def mix(weights: Tensor, vectors: Tensor) -> Tensor:

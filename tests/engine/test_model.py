@@ -178,3 +178,46 @@ def test_both_blur_implementations_give_the_same_numbers():
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         shifted = _shifted_sum(_shifted_sum(padded, blur.taps, 2), blur.taps, 3)
         torch.testing.assert_close(shifted, depthwise(x, blur.kernel, padding=p))
+
+
+def test_skip_upsampling_by_interpolation_equals_the_transposed_conv():
+    from engine.model.layers import ToRGB, upsample_skip
+
+    kernel = ToRGB(8, 4).upsample_kernel[None, None].expand(3, 1, 3, 3)
+    for h, w in ((7, 7), (20, 33)):
+        skip = torch.randn(2, 3, h, w).contiguous(memory_format=torch.channels_last)
+        expected = torch.nn.functional.conv_transpose2d(skip, kernel, stride=2, padding=3, groups=3)
+        torch.testing.assert_close(upsample_skip(skip), expected)
+
+
+def test_zero_channels_padded_to_a_multiple_of_8_leave_a_conv_unchanged():
+    from engine.model.layers import _pad_channels
+
+    x, weight = torch.randn(2, 259, 9, 9), torch.randn(16, 259, 3, 3)
+    padded_x, padded_weight = _pad_channels(x, weight)
+    assert padded_x.shape[1] == padded_weight.shape[1] == 264
+    assert padded_x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        torch.nn.functional.conv2d(padded_x, padded_weight),
+        torch.nn.functional.conv2d(x, weight),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_steady_shapes_is_per_thread_and_restores_the_outer_setting():
+    import threading
+
+    from engine.model.conv_plans import avoid_setup, shapes_are_steady, steady_shapes
+
+    assert not avoid_setup(torch.zeros(1))  # the CPU has no set-up to avoid
+    seen = [shapes_are_steady()]
+    with steady_shapes():
+        with steady_shapes():
+            pass
+        seen.append(shapes_are_steady())
+        other = threading.Thread(target=lambda: seen.append(shapes_are_steady()))
+        other.start()
+        other.join()
+    seen.append(shapes_are_steady())
+    assert seen == [False, True, False, False]
