@@ -11,6 +11,9 @@ Interactive renders therefore compute those two layers another way that needs no
 (`avoid_setup`): shifted adds and linear interpolation, the same numbers. Inside
 `steady_shapes()` (an export's render thread, the throughput benchmark: thousands of
 windows of one shape) cuDNN's kernels, several times faster once planned, are used.
+The two ways round differently in bf16, so on a GPU an exported pixel may differ from the
+same pixel on the canvas by float rounding, as between two devices; every export still
+renders all its tiles one way, so it is reproducible bit for bit (resumed or split).
 """
 
 from __future__ import annotations
