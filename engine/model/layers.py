@@ -67,8 +67,8 @@ class Blur(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         # [B, C, H, W] -> [B, C, H + 2p - k + 1, W + 2p - k + 1]
         grad = torch.is_grad_enabled() and x.requires_grad
-        special = grad or torch.compiler.is_compiling() or avoid_setup(x)
-        if x.device.type != "cuda" or not special:
+        shifted = grad or torch.compiler.is_compiling() or avoid_setup(x)
+        if x.device.type != "cuda" or not shifted:
             return depthwise(x, self.kernel, padding=self.padding, bias=bias)
         p = self.padding
         if p:
