@@ -40,7 +40,7 @@ from engine.checkpoint import load_generator
 from engine.device import resolve_devices
 from engine.export import ExportJob, ExportPlan, plan_export, run_export, write_tiles
 from engine.export_formats import DEFAULT_DEFLATE_LEVEL
-from engine.tile_workers import TileWorkers, render_tile
+from engine.tile_workers import SingleDevice, TileWorkers
 from engine.tiles import Rect
 from engine.world import World
 
@@ -228,14 +228,15 @@ def run_export_bench(
 
 def _render_alone(world: World, plan: ExportPlan) -> list[np.ndarray]:
     """The export's render tiles, uint8 [h, w, 3] each, rendered as the export renders them:
-    by `render_tile` on a thread of their own (cuDNN's plans are per thread, so a new
+    by its default renderer on a thread of their own (cuDNN's plans are per thread, so a new
     thread sets them up again, as each export's render thread does)."""
     tiles: list[np.ndarray] = []
     failed: list[BaseException] = []
+    rects = list(plan.tile_rects())
 
     def work() -> None:
         try:
-            tiles.extend(render_tile(world, r, plan.lod, world.edits) for r in plan.tile_rects())
+            tiles.extend(SingleDevice(world).render_in_order(rects, plan.lod, world.edits))
         except BaseException as exc:  # noqa: B036 - re-raised on the calling thread
             failed.append(exc)
 
