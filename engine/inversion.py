@@ -198,9 +198,9 @@ def invert_photo(
     target, mask = target.to(device)[None], mask.to(device)[None]  # [1, 3, h, w], [1, 1, h, w]
 
     with torch.no_grad():
-        z_l0 = world._local_latents([window], world.edits)  # [1, C, Hc, Wc]
+        # [1, C, Hc, Wc] and per layer [1, 1, H_l, W_l]
+        z_l0, noises0 = world._random_inputs([window], stages, world.edits)
         coords = world._coordinates([window])  # [1, 3, Hc, Wc]
-        noises0 = world._noises([window], stages, world.edits)  # per layer [1, 1, H_l, W_l]
     z_l = z_l0.clone().requires_grad_(True)
     noises = [n.clone().requires_grad_(True) for n in noises0]
     z_g = world.z_g.clone().requires_grad_(settings.optimise_style)  # [1, Dg]

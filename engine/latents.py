@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,19 +92,67 @@ def normal_grids(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """`normal_grid` of several equal-sized windows at once: [B, channels, h, w].
+    """`normal_grid` of several equal-sized windows at once: [B, channels, h, w]."""
+    return normal_fields([Field(key, origins, w, h, channels)], device=device, dtype=dtype)[0]
 
-    One batch of kernels for all windows, so a batch of tiles costs a few launches.
+
+@dataclass(frozen=True)
+class Field:
+    """The windows of one family to draw: `normal_grids`'s arguments."""
+
+    key: int
+    origins: Sequence[tuple[int, int]]  # (x, y) of each window
+    w: int
+    h: int
+    channels: int = 1
+
+
+def normal_fields(
+    fields: Sequence[Field],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[Tensor]:
+    """`normal_grids` of each field, [B, channels, h, w] each, from one set of kernels for
+    all of them: a texture's ten noise layers cost the launches of one (on a GPU the
+    launches, not the arithmetic, are what a tile's noise costs).
+
+    A value is mix32(row_key ^ col_key): the row key hashes (key, row, channel), the column
+    key the column alone, so the per-element work is one xor and one hash.
     """
-    origin = torch.tensor(origins, dtype=torch.int64).to(device)  # [B, 2] (x, y)
-    rows = origin[:, 1:] + torch.arange(h, device=device, dtype=torch.int64)  # [B, H]
-    cols = origin[:, :1] + torch.arange(w, device=device, dtype=torch.int64)  # [B, W]
-    chans = torch.arange(channels, device=device, dtype=torch.int64) * 0x27D4EB2F  # [C]
-    # Hash row and channel once, then mix in the column per element.
-    row_key = mix32(mix32(rows ^ key)[:, None, :] ^ chans[None, :, None])  # [B, C, H]
-    col_key = mix32(cols ^ 0x165667B1)  # [B, W]
-    values = mix32(row_key[:, :, :, None] ^ col_key[:, None, None, :])  # [B, C, H, W]
-    return _normal_from_hash(values, dtype)
+    # Inputs of the row and column hashes, built on the CPU and sent in one copy.
+    keys, rows, chans, cols = [], [], [], []
+    for f in fields:
+        origin = np.asarray(f.origins, dtype=np.int64).reshape(-1, 2)  # [B, 2] (x, y)
+        b = len(origin)
+        row = origin[:, 1:] + np.arange(f.h)  # [B, H]
+        chan = np.arange(f.channels, dtype=np.int64) * 0x27D4EB2F  # [C]
+        keys.append(np.full(b * f.channels * f.h, f.key, np.int64))
+        rows.append(np.broadcast_to(row[:, None, :], (b, f.channels, f.h)).ravel())
+        chans.append(np.broadcast_to(chan[None, :, None], (b, f.channels, f.h)).ravel())
+        cols.append((origin[:, :1] + np.arange(f.w)).ravel())  # [B * W]
+    n_rows = sum(len(r) for r in rows)
+    inputs = torch.from_numpy(np.concatenate([*keys, *rows, *chans, *cols])).to(device)
+    key_in, row_in, chan_in, col_in = inputs.split(
+        [n_rows, n_rows, n_rows, len(inputs) - 3 * n_rows]
+    )
+    row_keys = mix32(mix32(row_in ^ key_in) ^ chan_in)  # per field [B, C, H], flat
+    col_keys = mix32(col_in ^ 0x165667B1)  # per field [B, W], flat
+
+    pairs = []  # per field [B, C, H, W] of row_key ^ col_key
+    row_at = col_at = 0
+    for f in fields:
+        b = len(f.origins)
+        rk = row_keys[row_at : row_at + b * f.channels * f.h].view(b, f.channels, f.h, 1)
+        ck = col_keys[col_at : col_at + b * f.w].view(b, 1, 1, f.w)
+        pairs.append((rk ^ ck).view(-1))
+        row_at, col_at = row_at + rk.numel(), col_at + ck.numel()
+    values = _normal_from_hash(mix32(torch.cat(pairs) if len(pairs) > 1 else pairs[0]), dtype)
+    sizes = [len(f.origins) * f.channels * f.h * f.w for f in fields]
+    return [
+        part.view(len(f.origins), f.channels, f.h, f.w)
+        for f, part in zip(fields, values.split(sizes), strict=True)
+    ]
 
 
 @functools.lru_cache(maxsize=4096)

@@ -43,7 +43,7 @@ from PIL import Image
 
 from engine.device import fast_dtype
 from engine.edits import Edit, edit_cells, edits_digest
-from engine.latents import Stream, field_key, normal_grids
+from engine.latents import Field, Stream, field_key, normal_fields
 from engine.model import Generator, coordinate_grid
 from engine.model.generator import StyleBlend
 from engine.model.geometry import (
@@ -437,9 +437,10 @@ class World:
         windows = [self.window(r, lod) for r in rects]
         cw, ch = max(w.w for w in windows), max(w.h for w in windows)
         windows = [CellWindow(w.x, w.y, cw, ch) for w in windows]  # one shape per batch
-        z_l = self._local_latents(windows, edits)  # [B, C, Hc, Wc]
+        z_l, noises = self._random_inputs(
+            windows, plan.level, edits
+        )  # [B, C, Hc, Wc], [B, 1, H_l, W_l]
         coords = self._coordinates(windows)  # [B, 3, Hc, Wc]
-        noises = self._noises(windows, plan.level, edits)  # per layer [B, 1, H_l, W_l]
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
@@ -578,23 +579,41 @@ class World:
         """[1, Dg] or [1, slots, Dg] -> [1, slots, Dg]."""
         return w[:, None].expand(-1, self.config.style_slots, -1) if w.ndim == 2 else w
 
-    def _local_latents(self, windows: list[CellWindow], edits: tuple[Edit, ...]) -> torch.Tensor:
+    def _random_inputs(
+        self, windows: list[CellWindow], level: int, edits: tuple[Edit, ...] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The windows' local latents z_l [B, C, Hc, Wc] and the noise of their first
+        2 * `level` texture layers (per layer [B, 1, H_l, W_l]), edits applied; drawn together
+        (engine.latents.normal_fields)."""
         m = self.config.structure_margin
         cells = [Rect(*w.latent_rect(m)) for w in windows]
-        key = field_key(self.seed, Stream.LOCAL_LATENT)
-        z_l = normal_grids(
-            key,
-            [(c.x, c.y) for c in cells],
-            cells[0].w,
-            cells[0].h,
-            self.config.local_dim,
-            device=self.device,
-        )  # [B, C, Hc, Wc]
-        for batch_index, c in enumerate(cells):
+        per_window = [w.noise_rects(self.config.stages, level) for w in windows]
+        fields = [
+            Field(
+                field_key(self.seed, Stream.LOCAL_LATENT),
+                [(c.x, c.y) for c in cells],
+                cells[0].w,
+                cells[0].h,
+                self.config.local_dim,
+            )
+        ] + [
+            Field(
+                field_key(self.seed, Stream.NOISE, layer),
+                [(rects[layer][0], rects[layer][1]) for rects in per_window],
+                per_window[0][layer][2],
+                per_window[0][layer][3],
+            )
+            for layer in range(2 * level)
+        ]
+        z_l, *noises = normal_fields(fields, device=self.device)
+        for i, c in enumerate(cells):
             for edit in edits:
                 if edit.cells().intersects(c):
-                    edit.modify_local_latents(z_l[batch_index], c, self.seed)
-        return z_l
+                    edit.modify_local_latents(z_l[i], c, self.seed)
+                    for layer, (field, noise) in enumerate(zip(fields[1:], noises, strict=True)):
+                        x, y = field.origins[i]
+                        edit.modify_noise(noise[i], layer, Rect(x, y, field.w, field.h))
+        return z_l, noises
 
     def _coordinates(self, windows: list[CellWindow]) -> torch.Tensor:
         m = self.config.structure_margin
@@ -604,26 +623,6 @@ class World:
         rows = torch.stack([torch.arange(w.y - m, w.y + w.h + m) for w in windows]).float() - centre
         cols = torch.stack([torch.arange(w.x - m, w.x + w.w + m) for w in windows]).float() - centre
         return coordinate_grid(rows.to(self.device), cols.to(self.device), self.config)
-
-    def _noises(
-        self, windows: list[CellWindow], level: int, edits: tuple[Edit, ...] = ()
-    ) -> list[torch.Tensor]:
-        m = self.config.structure_margin
-        per_window = [w.noise_rects(self.config.stages, level) for w in windows]
-        touching = [
-            [e for e in edits if e.cells().intersects(Rect(*w.latent_rect(m)))] for w in windows
-        ]
-        noises = []
-        for layer in range(2 * level):
-            key = field_key(self.seed, Stream.NOISE, layer)
-            _, _, w, h = per_window[0][layer]
-            origins = [(rects[layer][0], rects[layer][1]) for rects in per_window]
-            noise = normal_grids(key, origins, w, h, device=self.device)  # [B, 1, H_l, W_l]
-            for i, (x, y) in enumerate(origins):
-                for edit in touching[i]:
-                    edit.modify_noise(noise[i], layer, Rect(x, y, w, h))
-            noises.append(noise)
-        return noises
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:

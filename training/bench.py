@@ -81,10 +81,12 @@ def run_bench(
     phases: bool = False,
     profile: int = 0,
     count_ops: bool = False,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
-    """Train `warmup` then `iterations` iterations; the measured numbers as a dict."""
+    """Train `warmup` then `iterations` iterations; the measured numbers as a dict.
+    `compile`: TrainConfig.compile (None: on CUDA); its compilation falls in the warm-up."""
     dev = resolve_device(device)
-    cfg = default_train_config(preset, batch=batch, device=str(dev))
+    cfg = default_train_config(preset, batch=batch, device=str(dev), compile=compile)
     trainer = _Trainer(cfg, random_bank(cfg), dev, loss_hook=None)
     start = time.perf_counter()
     for _ in range(warmup):
@@ -105,6 +107,7 @@ def run_bench(
         "iterations": iterations,
         "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
         "mixed_precision": trainer.amp,
+        "compiled": trainer.compiled,
         "warmup_s": round(warmup_s, 1),
         "images_per_s": round(iterations * batch / seconds, 2),
         "ms_per_iteration": round(seconds / iterations * 1e3, 2),
@@ -171,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--count-ops", action="store_true", help="count the operations of 16 more iterations"
     )
+    parser.add_argument(
+        "--compile", choices=("auto", "on", "off"), default="auto", help="auto: on CUDA"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = parser.parse_args(argv)
     result = run_bench(
@@ -182,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.phases,
         args.profile,
         args.count_ops,
+        None if args.compile == "auto" else args.compile == "on",
     )
     table = result.pop("profile", None)
     if table:

@@ -26,6 +26,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "device",
         "data_dir",
         "mixed_precision",
+        "compile",
         "log_every",
         "sample_every",
         "checkpoint_every",
@@ -60,6 +61,8 @@ class TrainConfig:
     init_from: str = ""  # checkpoint whose G_ema (and D, if stored) start the run; "" = random
     device: str = "auto"
     mixed_precision: bool | None = None  # None: bf16 autocast + channels_last on CUDA only
+    # torch.compile the forward passes of the plain D and G steps; None: on CUDA only
+    compile: bool | None = None
 
     lr: float = 0.002  # before the lazy-regularisation correction
     adam_beta2: float = 0.99  # before the lazy-regularisation correction

@@ -5,7 +5,11 @@ the auxiliary vertical-position loss on real and fake), lazy R1 every `r1_every`
 step (non-saturating loss, vertical-position loss, diversity loss over pairs), lazy path
 length regularisation every `path_every` steps on a smaller batch, then the G EMA update.
 On CUDA the forward passes of the D and G steps run under bf16 autocast with channels_last
-tensors; weights, optimiser state and the R1 / path-length passes stay float32.
+tensors; weights, optimiser state and the R1 / path-length passes stay float32. There the
+D and G steps' forward passes are also compiled (torch.compile, `TrainConfig.compile`):
+their many elementwise passes fuse, which makes the `paper` iteration 1.6x faster after a
+compilation of about two minutes at the start of the process. R1 and path length run
+eagerly: they need a double backward, which compiled graphs do not support.
 
 NaN guard: an update whose loss or gradient is not finite is skipped (the optimiser does
 not step). After `GUARD_ROLLBACK_AFTER` iterations in a row with a skipped update, G, D,
@@ -60,6 +64,7 @@ from training.losses import (
 )
 from training.metrics import evaluate_generator
 from training.sampling import (
+    FakeInputs,
     PreviewInputs,
     preview_inputs,
     render_fakes,
@@ -353,6 +358,7 @@ class _Trainer:
         self.loss_hook = loss_hook
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        self.compiled = device.type == "cuda" if cfg.compile is None else cfg.compile
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -361,6 +367,14 @@ class _Trainer:
         self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
         for module in (self.g, self.d, self.g_ema):
             module.to(device=device, memory_format=self.memory_format)
+        # The forward passes of the plain D and G steps (same modules, same parameters).
+        self._render: Callable[[Generator, FakeInputs], tuple[Tensor, Tensor, Tensor]]
+        self._judge: Callable[..., tuple[Tensor, Tensor]]
+        if self.compiled:
+            log.info("the D and G steps compile during the first iterations (about 2 minutes)")
+            self._render, self._judge = torch.compile(render_fakes), torch.compile(self.d)
+        else:
+            self._render, self._judge = render_fakes, self.d
         # One fused kernel per update on CUDA; elsewhere the (bit-exact on resume) default.
         fused = {"fused": True} if device.type == "cuda" else {}
         self.g_opt = torch.optim.Adam(
@@ -437,7 +451,7 @@ class _Trainer:
         cfg = self.cfg
         fakes = self._fakes(cfg.batch)
         with torch.no_grad(), self._autocast():
-            fake, _, _ = render_fakes(self.g, fakes)
+            fake, _, _ = self._render(self.g, fakes)
         with self._autocast():  # real and fake judged in one pass (stddev groups apart)
             both = torch.cat(
                 [
@@ -445,7 +459,7 @@ class _Trainer:
                     self._augment(fake.contiguous(memory_format=self.memory_format)),
                 ]
             )
-            logits, coords = self.d(both, batches=2)
+            logits, coords = self._judge(both, batches=2)
         real_logit, fake_logit = logits.chunk(2)
         real_coords, fake_coords = coords.chunk(2)
         adv = d_logistic(real_logit, fake_logit)
@@ -475,8 +489,8 @@ class _Trainer:
         self.d.requires_grad_(False)
         try:
             with self._autocast():
-                rgb, z_s, _ = render_fakes(self.g, fakes)
-                logit, coords = self.d(
+                rgb, z_s, _ = self._render(self.g, fakes)
+                logit, coords = self._judge(
                     self._augment(rgb.contiguous(memory_format=self.memory_format))
                 )
             adv = g_nonsaturating(logit)

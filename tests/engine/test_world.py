@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.edits import RerollRegion, edit_from_json
-from engine.latents import Stream, field_key, normal_grid
+from engine.latents import Field, Stream, field_key, normal_fields, normal_grid, normal_grids
 from engine.tiles import Rect
 from engine.world import World
 
@@ -106,6 +106,22 @@ def test_addressed_noise_does_not_depend_on_the_window():
     small = normal_grid(key, -7, 9, 13, 5, channels=2)
     assert torch.equal(big[:, 49:54, 43:56], small)
     assert abs(big.mean().item()) < 0.05 and abs(big.std().item() - 1) < 0.05
+
+
+def test_fields_drawn_together_equal_fields_drawn_alone():
+    """One normal_fields call for a latent and several noise layers (as a render draws
+    them) gives the same bits as drawing each field by itself."""
+    fields = [
+        Field(field_key(3, Stream.LOCAL_LATENT), [(-4, 2), (9, -1)], 6, 5, channels=3),
+        Field(field_key(3, Stream.NOISE, 0), [(-30, 12), (40, -7)], 21, 17),
+        Field(field_key(3, Stream.NOISE, 1), [(-31, 11), (39, -8)], 44, 9),
+    ]
+    together = normal_fields(fields)
+    for field, drawn in zip(fields, together, strict=True):
+        alone = normal_grids(field.key, list(field.origins), field.w, field.h, field.channels)
+        assert drawn.shape == (2, field.channels, field.h, field.w)
+        assert torch.equal(drawn, alone)
+    assert not torch.equal(together[1][:, :, :9, :21], together[2][:, :, :9, :21])
 
 
 def test_public_api_renders_the_documented_shape():

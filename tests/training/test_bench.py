@@ -35,3 +35,27 @@ def test_the_bench_command_ends_with_one_json_line(capsys):
     )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("{") and '"images_per_s"' in last
+
+
+def test_compile_wraps_the_plain_steps_and_leaves_the_regularisers_eager(monkeypatch):
+    """With TrainConfig.compile the D and G steps call what torch.compile returned; R1 and
+    path length (double backward) call the eager modules."""
+    import torch
+
+    calls: list[str] = []
+
+    def fake_compile(fn):
+        name = getattr(fn, "__name__", type(fn).__name__)
+
+        def compiled(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    result = run_bench("tiny", batch=2, iterations=1, warmup=0, device="cpu", compile=True)
+    assert result["compiled"] is True
+    # one iteration from step 0 runs D, R1, G and path length; only D and G go compiled
+    assert sorted(calls) == ["Discriminator", "Discriminator", "render_fakes", "render_fakes"]
+    assert run_bench("tiny", batch=2, iterations=1, warmup=0, device="cpu")["compiled"] is False

@@ -104,3 +104,16 @@ def test_init_fine_tunes_a_checkpoint_with_its_preset(landscapes, tmp_path):
     config = json.loads((second / "config.json").read_text())
     assert config["model"]["preset"] == "tiny"
     assert config["train"]["init_from"] == str(checkpoint.resolve())
+
+
+def test_compile_and_mixed_precision_choices_reach_the_config(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    training_cli.add_arguments(parser)
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    for choice, expected in (("auto", None), ("on", True), ("off", False)):
+        args = parser.parse_args([*base, "--compile", choice, "--mixed-precision", choice])
+        cfg = training_cli._new_config(args)
+        assert cfg.compile is expected and cfg.mixed_precision is expected
+    assert training_cli._new_config(parser.parse_args(base)).compile is None
