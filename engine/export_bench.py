@@ -6,8 +6,9 @@ of each is reported: shared machines are noisy):
 
 1. full export: `run_export` (render thread, strip assembly, compression, file, spill); the
    peak resident memory is read after the first one, before anything else is allocated;
-2. generation: the export's render tiles rendered alone, kept in memory;
-3. writer: those same tiles written again by `write_tiles` (assembly, compression, file);
+2. generation: the export's render tiles rendered alone, each let go once rendered;
+3. writer: the same tiles, rendered again beforehand and kept in memory (untimed), written
+   by `write_tiles` (assembly, compression, file);
 
 and reports the writer's overhead, (full - generation) / generation, the writer alone as a
 share of generation, and the time extrapolated to one gigapixel (memory does not grow with
@@ -40,7 +41,7 @@ from engine.checkpoint import load_generator
 from engine.device import resolve_devices
 from engine.export import ExportJob, ExportPlan, plan_export, run_export, write_tiles
 from engine.export_formats import DEFAULT_DEFLATE_LEVEL
-from engine.tile_workers import SingleDevice, TileWorkers
+from engine.tile_workers import SingleDevice, TileWorkers, render_tile
 from engine.tiles import Rect
 from engine.world import World
 
@@ -167,9 +168,10 @@ def run_export_bench(
     )
     plan = plan_export(world, job)
     shapes = {(r.w, r.h) for r in plan.tile_rects()}
-    on_progress(f"warm-up: one render tile of each of {len(shapes)} shapes, away from the region")
-    for w, h in shapes:  # first calls of a shape set up kernels; keep that out of the timings
-        world.render_lod([Rect(1 << 20, 0, w, h)], plan.lod)
+    on_progress(f"warm-up: two render tiles of each of {len(shapes)} shapes, away from the region")
+    for w, h in shapes:  # the first calls of a shape set up kernels (and on a GPU capture
+        for x in (1 << 20, (1 << 20) + w):  # its CUDA graph): keep that out of the timings
+            render_tile(world, Rect(x, 0, w, h), plan.lod, world.edits)
     rss_before = peak_rss_mb()
     anon_before = (_rss_parts_mb() or (None,))[0]
 
@@ -190,10 +192,11 @@ def run_export_bench(
         on_progress(f"run {i + 1}/{repeat}: generation alone")
         _settle()
         start = time.perf_counter()
-        tiles = _render_alone(world, plan)
+        _render_alone(world, plan, keep=False)
         generation_s.append(time.perf_counter() - start)
 
-        on_progress(f"run {i + 1}/{repeat}: writer alone, with the same tiles")
+        on_progress(f"run {i + 1}/{repeat}: writer alone, with tiles rendered beforehand")
+        tiles = _render_alone(world, plan, keep=True)
         _settle()
         start = time.perf_counter()
         write_tiles(plan, tiles, folder / f"again{suffix}", workers=workers)
@@ -226,17 +229,20 @@ def run_export_bench(
     )
 
 
-def _render_alone(world: World, plan: ExportPlan) -> list[np.ndarray]:
+def _render_alone(world: World, plan: ExportPlan, *, keep: bool) -> list[np.ndarray]:
     """The export's render tiles, uint8 [h, w, 3] each, rendered as the export renders them:
     by its default renderer on a thread of their own (cuDNN's plans are per thread, so a new
-    thread sets them up again, as each export's render thread does)."""
+    thread sets them up again, as each export's render thread does). Without `keep` each
+    tile is let go once rendered (pure generation; the result is empty)."""
     tiles: list[np.ndarray] = []
     failed: list[BaseException] = []
     rects = list(plan.tile_rects())
 
     def work() -> None:
         try:
-            tiles.extend(SingleDevice(world).render_in_order(rects, plan.lod, world.edits))
+            for pixels in SingleDevice(world).render_in_order(rects, plan.lod, world.edits):
+                if keep:
+                    tiles.append(pixels)
         except BaseException as exc:  # noqa: B036 - re-raised on the calling thread
             failed.append(exc)
 

@@ -45,6 +45,7 @@ from engine.device import fast_dtype
 from engine.edits import Edit, edit_cells, edits_digest
 from engine.latents import Field, Stream, field_key, normal_fields
 from engine.model import Generator, coordinate_grid
+from engine.model.conv_plans import shapes_are_steady
 from engine.model.generator import StyleBlend
 from engine.model.geometry import (
     CellWindow,
@@ -53,6 +54,7 @@ from engine.model.geometry import (
     texture_layer_sizes,
     window_covering,
 )
+from engine.model.graphs import GraphedCalls
 from engine.preview import apply_colour_map, colour_maps
 from engine.styles import Style, StyleLayer, composite_weights
 from engine.tiles import Rect, TileIndex, lod_for_scale, lod_rect
@@ -115,9 +117,13 @@ class World:
         self.w = base.w  # [1, Dg]
         self._budget = ACTIVATION_BUDGET.get(self.device.type, ACTIVATION_BUDGET["cpu"])
         self._synthesize = generator.synthesize
+        # Steady renders (exports) on a GPU replay one-style calls from CUDA graphs.
+        self._graphs: GraphedCalls | None = None
         if compile and self.device.type == "cuda":
             torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
             self._synthesize = torch.compile(generator.synthesize, dynamic=False)
+        elif self.device.type == "cuda":
+            self._graphs = GraphedCalls(self.device)
         self._edits: tuple[Edit, ...] = ()
         self._redo: list[Edit] = []
         self._lock = threading.Lock()
@@ -509,6 +515,14 @@ class World:
     ) -> torch.Tensor:
         if isinstance(style, StyleBlend):
             return self.generator.synthesize(style, style, z_l, coords, noises, levels=level)
+        if self._graphs is not None and shapes_are_steady():
+            return self._graphs(
+                level,
+                lambda z_g, w, z_l, coords, *noises: self._synthesize(
+                    z_g, w, z_l, coords, list(noises), levels=level
+                ),
+                [style.z_g, style.w, z_l, coords, *noises],
+            )
         return self._synthesize(style.z_g, style.w, z_l, coords, noises, levels=level)
 
     def _style_groups(
