@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.allocator import reuse_freed_memory
 from engine.checkpoint import load_generator
 from engine.device import resolve_devices
 from engine.export import ExportJob, ExportPlan, plan_export, run_export, write_tiles
@@ -379,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    reuse_freed_memory()  # as the export command does
     devices = None if args.devices is None else resolve_devices(args.devices)
     device = args.device if devices is None else devices[0]
     world = World(load_generator(preset=args.preset, device=device), 1, precision=args.precision)

@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.allocator import reuse_freed_memory
 from engine.device import fast_dtype
 from engine.edits import Edit, edit_cells, edits_digest
 from engine.latents import Field, Stream, field_key, normal_fields
@@ -117,8 +116,6 @@ class World:
         self.z_g = base.z_g  # [1, Dg]: one style shared by every tile
         self.w = base.w  # [1, Dg]
         self._budget = ACTIVATION_BUDGET.get(self.device.type, ACTIVATION_BUDGET["cpu"])
-        if self.device.type == "cpu":
-            reuse_freed_memory()  # engine.allocator: no page faults for every tile
         self._synthesize = generator.synthesize
         # Steady renders (exports) on a GPU replay one-style calls from CUDA graphs.
         self._graphs: GraphedCalls | None = None

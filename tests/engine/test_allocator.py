@@ -12,9 +12,9 @@ from engine.tiles import Rect
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_steady_cpu_renders_do_not_page_fault():
-    world = World(load_generator(preset="lite", seed=0, device="cpu"), 1)
-    if not reuse_freed_memory():  # World() has set it up where it can
+    if not reuse_freed_memory():
         pytest.skip("not glibc")
+    world = World(load_generator(preset="lite", seed=0, device="cpu"), 1)
     faults = []
     for i in range(8):  # 512-px blocks: activations of 30-40 MB, above glibc's mmap default
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
