@@ -110,10 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_status(exit_.code)
     _configure_logging(args.verbose)
     log.debug("running sub-command %s", args.command)
-    if args.command != "gui":  # commands render big steady windows (see engine.allocator;
-        from engine.allocator import reuse_freed_memory  # the window would hold about 500 MB
+    if args.command != "gui":  # the window keeps glibc's defaults (see engine.allocator)
+        from engine.allocator import reuse_freed_memory
 
-        reuse_freed_memory()  # more for no visible gain)
+        reuse_freed_memory()
     try:
         return int(args.run(args))
     except _USER_ERRORS as error:

@@ -443,10 +443,9 @@ class World:
         windows = [self.window(r, lod) for r in rects]
         cw, ch = max(w.w for w in windows), max(w.h for w in windows)
         windows = [CellWindow(w.x, w.y, cw, ch) for w in windows]  # one shape per batch
-        z_l, noises = self._random_inputs(
-            windows, plan.level, edits
-        )  # [B, C, Hc, Wc], [B, 1, H_l, W_l]
-        coords = self._coordinates(windows)  # [B, 3, Hc, Wc]
+        # z_l [B, C, Hc, Wc], noises per layer [B, 1, H_l, W_l], coords [B, 3, Hc, Wc]
+        z_l, noises = self._random_inputs(windows, plan.level, edits)
+        coords = self._coordinates(windows)
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32

@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         choices=("auto", "on", "off"),
-        help="torch.compile the D and G steps (auto: on CUDA; about 2 minutes at the start)",
+        help="torch.compile the D and G steps (auto: on CUDA; up to 2.5 minutes at the start)",
     )
     for name, default in (("log", 10), ("sample", 1000), ("checkpoint", 5000), ("metric", 5000)):
         parser.add_argument(

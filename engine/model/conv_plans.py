@@ -14,6 +14,8 @@ windows of one shape) cuDNN's kernels, several times faster once planned, are us
 The two ways round differently in bf16, so on a GPU an exported pixel may differ from the
 same pixel on the canvas by float rounding, as between two devices; every export still
 renders all its tiles one way, so it is reproducible bit for bit (resumed or split).
+Inside `steady_shapes()` a World on a GPU also replays its one-style renders from CUDA
+graphs (engine.model.graphs), with the same kernels and numbers.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ fails (an operation CUDA graphs cannot hold) is logged and that signature stays 
 Graphs are shared by every thread (replays are serialised) and kept, at most
 `max_graphs` of them, least recently used dropped, for as long as their owner (a World)
 lives: a later export of the same tile shape replays at once, skipping cuDNN's per-thread
-set-up (about 1.5 s per export on an H200). Each graph holds the GPU memory of one call's
+set-up (1.5-2 s per export on an H200). Each graph holds the GPU memory of one call's
 intermediate tensors, as the caching allocator would after an eager call.
 """
 
