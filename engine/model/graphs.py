@@ -71,14 +71,15 @@ class GraphedCalls:
                     self._graphs.popitem(last=False)
             if isinstance(entry, _Graph):
                 self._graphs.move_to_end(signature)
-                stream = torch.cuda.current_stream(self.device)
-                if self._done is not None:  # a replay from another thread's stream
-                    stream.wait_event(self._done)
-                for buffer, value in zip(entry.inputs, tensors, strict=True):
-                    buffer.copy_(value)
-                entry.graph.replay()
-                output = entry.output.clone()  # the buffer is rewritten by the next replay
-                self._done = stream.record_event()
+                with torch.cuda.device(self.device):  # replay() uses the current device
+                    stream = torch.cuda.current_stream()
+                    if self._done is not None:  # a replay from another thread's stream
+                        stream.wait_event(self._done)
+                    for buffer, value in zip(entry.inputs, tensors, strict=True):
+                        buffer.copy_(value)
+                    entry.graph.replay()
+                    output = entry.output.clone()  # the buffer is rewritten by the next replay
+                    self._done = stream.record_event()
                 return output
         return fn(*tensors)  # first call, or a signature that stays eager
 
