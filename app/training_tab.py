@@ -117,6 +117,16 @@ def available_devices() -> list[str]:
     return devices
 
 
+def starting_status(device: str | None) -> str:
+    """What the tab says until the first metrics arrive: on CUDA the trainer compiles its
+    D and G steps first (training.loop), which takes minutes the first time."""
+    import torch
+
+    cuda = device.startswith("cuda") if device and device != "auto" else torch.cuda.is_available()
+    compiling = "; the first steps compile, up to 2.5 minutes the first time" if cuda else ""
+    return f"Starting (loading the images and building the model{compiling})…"
+
+
 # Checking a data folder --------------------------------------------------------------------
 
 
@@ -947,7 +957,7 @@ class TrainingTab(QWidget):
     def _launch(self, request: TrainRequest) -> None:
         self.error_panel.hide()
         self._pausing = False
-        self._status = "Starting (loading the images and building the model)…"
+        self._status = starting_status(request.device)
         self.view_run(request.run_dir, force=True)
         saved = self._summary.saved_step if self._summary is not None else None
         self._launch_step = saved if request.resume and saved is not None else 0

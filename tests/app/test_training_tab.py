@@ -14,7 +14,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 
 from app.training_process import MetricsTail, newest_sample, read_run, run_checkpoints
-from app.training_tab import TrainingTab
+from app.training_tab import TrainingTab, starting_status
 from engine.checkpoint import Provenance, random_generator, save_checkpoint
 from engine.model import preset_config
 from training.config import default_train_config
@@ -436,3 +436,14 @@ def test_newest_sample_and_checkpoint_order_follow_the_step(tmp_path):
         "step_000020.safetensors",
         "step_000005.safetensors",
     ]
+
+
+def test_the_starting_status_warns_of_the_compilation_only_on_cuda(monkeypatch):
+    import torch
+
+    assert "compile" not in starting_status("cpu")
+    assert "compile" in starting_status("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "compile" in starting_status("auto") and "compile" in starting_status(None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "compile" not in starting_status("auto")
