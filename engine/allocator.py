@@ -14,7 +14,7 @@ thread reuses the pages the last tile freed (1.2 -> 1.6 MP/s on that machine).
 The heap then keeps what was freed between longer-lived blocks: in the explorer window,
 whose tile cache and images interleave with the renders, the peak memory grew from
 2.3-2.6 GB to 3.0 GB while its small, changing render windows gained nothing visible. So
-the command-line tools (render, export, bench, training) call `reuse_freed_memory`, and the
+the command-line tools (render, export, bench, train, ...) call `reuse_freed_memory`; the
 window does not. Linux with glibc only; anywhere else it does nothing.
 """
 
@@ -55,5 +55,5 @@ def reuse_freed_memory() -> bool:
     )
     _done = all(mallopt(option, value) == 1 for option, value in settings)
     if not _done:
-        log.debug("glibc's mallopt refused a setting; the allocator keeps its defaults")
+        log.debug("glibc refused a mallopt setting; the allocator keeps (some of) its defaults")
     return _done
