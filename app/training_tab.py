@@ -75,6 +75,7 @@ from app.training_process import (
 )
 from app.units import human_time
 from engine.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_checkpoint
+from engine.device import resolve_device
 from engine.model import PRESETS, preset_config
 from training.config import SMALL_DATASET, TrainConfig
 from training.data import (
@@ -120,11 +121,12 @@ def available_devices() -> list[str]:
 def starting_status(device: str | None) -> str:
     """What the tab says until the first metrics arrive: on CUDA the trainer compiles its
     D and G steps first (training.loop), which takes minutes the first time."""
-    import torch
-
-    cuda = device.startswith("cuda") if device and device != "auto" else torch.cuda.is_available()
-    compiling = "; the first steps compile, up to 2.5 minutes the first time" if cuda else ""
-    return f"Starting (loading the images and building the model{compiling})…"
+    name = device or "auto"
+    if name == "auto":
+        name = resolve_device("auto").type  # what the trainer will pick
+    compiling = name.startswith("cuda")
+    note = "; the first steps compile, up to 2.5 minutes the first time" if compiling else ""
+    return f"Starting (loading the images and building the model{note})…"
 
 
 # Checking a data folder --------------------------------------------------------------------
