@@ -380,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    reuse_freed_memory()  # as the export command does
     devices = None if args.devices is None else resolve_devices(args.devices)
     device = args.device if devices is None else devices[0]
+    reuse_freed_memory(device)  # as the export command does
     world = World(load_generator(preset=args.preset, device=device), 1, precision=args.precision)
     progress = lambda m: print(f"... {m}", file=sys.stderr, flush=True)  # noqa: E731
     if devices is not None:
