@@ -110,11 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_status(exit_.code)
     _configure_logging(args.verbose)
     log.debug("running sub-command %s", args.command)
-    try:
-        if args.command != "gui":  # the window keeps glibc's defaults (see engine.allocator)
-            from engine.allocator import reuse_freed_memory
+    if args.command != "gui":  # the window keeps glibc's defaults (see engine.allocator)
+        from engine.allocator import reuse_freed_memory
 
-            reuse_freed_memory(getattr(args, "device", None) or "auto")
+        reuse_freed_memory()
+    try:
         return int(args.run(args))
     except _USER_ERRORS as error:
         print(f"{PROG}: error: {_describe(error)}", file=sys.stderr)

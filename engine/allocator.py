@@ -15,10 +15,10 @@ The heap then keeps what was freed between longer-lived blocks: in the explorer 
 whose tile cache and images interleave with the renders, the peak memory grew from
 2.3-2.6 GB to 3.0 GB while its small, changing render windows gained nothing visible. So
 the command-line tools (render, export, bench, train, ...) call `reuse_freed_memory`; the
-window does not. It only pays where the CPU renders: with the model on a GPU the heap
-would only keep what the CUDA libraries and the export's buffers freed (a `paper` export
-on an H200 peaked about 90 MB higher with it), so for other devices it does nothing. Linux
-with glibc only; anywhere else it does nothing.
+window does not. It pays with the model on a GPU too, for an export's host buffers (its
+bands of rows and the encoders' arrays): without it a `paper` gigapixel export on an H200
+wrote its tiles in 9.0 s instead of 6.1 s. Linux with glibc only; anywhere else it does
+nothing.
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ import ctypes
 import ctypes.util
 import logging
 import sys
-
-import torch
-
-from engine.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +38,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _done = False
 
 
-def reuse_freed_memory(device: torch.device | str) -> bool:
-    """Set glibc's allocator up as described above (once per process) if `device` (as
-    `resolve_device` takes it) is the CPU; whether it is set up."""
+def reuse_freed_memory() -> bool:
+    """Set glibc's allocator up as described above (once per process); whether it is."""
     global _done
-    if _done or not sys.platform.startswith("linux") or resolve_device(device).type != "cpu":
+    if _done or not sys.platform.startswith("linux"):
         return _done
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
