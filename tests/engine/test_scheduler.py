@@ -293,7 +293,7 @@ def test_close_from_inside_the_callback_does_not_deadlock():
 
 
 def test_an_idle_worker_ends_and_the_next_request_starts_another(monkeypatch):
-    monkeypatch.setattr("engine.scheduler.IDLE_EXIT_S", 0.05)
+    monkeypatch.setitem(engine.scheduler.IDLE_EXIT_S, "cpu", 0.05)
     world, got = FakeWorld(), Collector()
     with TileScheduler(world, got, prefetch_ring=0) as s:
         s.request(Rect(0, 0, 128, 128), scale=1.0, epoch=1)
