@@ -12,11 +12,14 @@ a power-of-two export instead.
 
 **Render tiles.** The job is a list of independent render tiles (`plan.tile_rect(i)`, lod
 pixels): a row-major grid anchored at the export's corner, of about the area `World.render`
-uses for one generator call (`World.chunk_px`). An export no larger than one render tile
-equals `world.render(rect, scale)` byte for byte on the same device and precision; larger
-ones may differ from it by one level in rare pixels, as any two tilings may (DESIGN.md §2).
-A render thread renders the tiles in the order the writer consumes them into a small
-bounded queue (torch, zlib and libjpeg release the GIL, so rendering and encoding overlap):
+uses for one generator call (`World.chunk_px`). On a GPU the grid is split evenly and
+every tile is rendered as a window of one shape (`plan.render_rect(i)`; the last column
+and row are cropped from windows that reach past the export). An export no larger than
+one render tile equals `world.render(rect, scale)` byte for byte on the same device and
+precision; larger ones may differ from it by one level in rare pixels, as any two tilings
+may (DESIGN.md §2). A render thread renders the tiles in the order the writer consumes them
+into a small bounded queue (torch, zlib and libjpeg release the GIL, so rendering and
+encoding overlap):
 - tiled TIFF, where the render tiles are multiples of the TIFF tile (the default grid makes
   them so): each render tile's TIFF tiles are encoded on a thread pool as soon as it
   arrives (`tiff_payloads`), and only compressed tiles wait for the rest of their row;
@@ -204,6 +207,7 @@ class ExportPlan:
     estimated_bytes: int  # of the output, rough (compression ratios of natural images)
     spill_bytes: int  # of the resume data kept beside it while the export runs, rough
     estimated_seconds: float | None  # to render it all at the given MP/s; None without one
+    one_shape: bool = False  # render edge tiles as whole windows too (`render_rect`)
 
     @property
     def width(self) -> int:
@@ -259,6 +263,29 @@ class ExportPlan:
     def tile_rects(self) -> Iterator[Rect]:
         return (self.tile_rect(i) for i in range(self.total_tiles))
 
+    @property
+    def window_size(self) -> tuple[int, int]:
+        """(w, h) of the first render tile's window, and with `one_shape` of every one: the
+        grid's tile size, or the export's own size along an axis that one tile covers."""
+        return (
+            self.tile_w if self.columns > 1 else self.width,
+            self.tile_h if self.rows > 1 else self.height,
+        )
+
+    def render_rect(self, index: int) -> Rect:
+        """The window rendered for render tile `index`: its rect, or with `one_shape` its
+        rect grown to `window_size`, so that every window of the export has one shape (the
+        windows of the last column and row reach past the export and are cropped). A GPU
+        then plans its kernels and captures its CUDA graph once: on an H200 each further
+        shape cost about 120 MB of host memory and a second of set-up."""
+        rect = self.tile_rect(index)
+        return Rect(rect.x, rect.y, *self.window_size) if self.one_shape else rect
+
+    def cropped(self, index: int, window: np.ndarray) -> np.ndarray:
+        """Render tile `index`, uint8 [h, w, 3], out of its window's pixels (a view)."""
+        rect = self.tile_rect(index)
+        return window[: rect.h, : rect.w]
+
 
 def plan_export(
     world: World,
@@ -266,14 +293,19 @@ def plan_export(
     *,
     mp_per_s: float | None = None,
     render_tile: int | tuple[int, int] | None = None,
+    one_shape: bool | None = None,
 ) -> ExportPlan:
     """Check that `job` can be written and work out its render tiles and estimates.
 
     `mp_per_s`: render speed in megapixels (lod pixels) per second, for example from
     `measure_speed`; without it `estimated_seconds` is None. `render_tile`: side (or
     (width, height)) of the render tiles in lod pixels; default `world.chunk_px(lod)`.
-    Cheap: a dialog may call it on every change of its fields.
+    `one_shape`: render every tile as a window of one shape (`ExportPlan.render_rect`);
+    default on CUDA, where shapes are costly to set up (elsewhere the clipped edge
+    windows are cheaper). Cheap: a dialog may call it on every change of its fields.
     """
+    if one_shape is None:
+        one_shape = world.device.type == "cuda"
     lod = job.lod
     source = lod_rect(job.rect, lod)
     w, h = source.w, source.h
@@ -299,6 +331,10 @@ def plan_export(
         tile_w = world.chunk_width(lod, tile_h)  # as wide as the area of a square chunk
         if aligned:
             tile_w = tile_w // job.tile * job.tile
+        if one_shape:  # edge tiles cost whole windows: spread the grid evenly
+            step = job.tile if aligned else 128
+            tile_w = _even_side(w, tile_w, step, lambda n: world.window(Rect(0, 0, n, 1), lod).w)
+            tile_h = _even_side(h, tile_h, step, lambda n: world.window(Rect(0, 0, 1, n), lod).h)
     elif isinstance(render_tile, int):
         tile_w = tile_h = render_tile
     else:
@@ -317,7 +353,28 @@ def plan_export(
         estimated_bytes=int(raw * ratio) + 4096,
         spill_bytes=int(raw * export_formats.spill_ratio(job.format, job.compression, job.quality)),
         estimated_seconds=seconds,
+        one_shape=one_shape,
     )
+
+
+def _even_side(length: int, most: int, step: int, cells: Callable[[int], int]) -> int:
+    """The render tile side along an axis of `length` px: `most` (a multiple of `step`)
+    where one tile covers the axis, else the multiple of `step` up to `most` whose tiles,
+    all rendered whole (`ExportPlan.render_rect`), cost the fewest lattice cells, with
+    `cells(side)` the cells of one window of that side, margins included. 32,768 px in
+    tiles of at most 3,840: 16 of 2,048 rather than 9 of 3,840, the last one mostly
+    thrown away."""
+    fewest = -(-length // most)
+    if fewest == 1:
+        return most
+    best, best_cost = most, fewest * cells(most)
+    for count in range(fewest + 1, 2 * fewest + 1):
+        side = -(-length // count)
+        side = -(-side // step) * step
+        cost = -(-length // side) * cells(side)
+        if cost < best_cost:
+            best, best_cost = side, cost
+    return best
 
 
 def measure_speed(world: World, lod: int = 0, *, seconds: float = 2.0) -> float:
@@ -424,6 +481,7 @@ def run_export(
     should_stop: Callable[[], bool] = _never,
     model_ref: Mapping[str, Any] | None = None,
     render_tile: int | tuple[int, int] | None = None,
+    one_shape: bool | None = None,
     workers: int | None = None,
     renderer: TileRenderer | None = None,
 ) -> Path:
@@ -436,7 +494,8 @@ def run_export(
     within about one render tile and raises ExportCancelled, leaving nothing at `job.out`.
     `model_ref`: how the caller names the model (e.g. {"checkpoint": path, "sha256": ...} or
     {"preset": "lite"}), recorded in the sidecar; the resume check compares the weights.
-    `render_tile`: see `plan_export` (tests, benchmarks); a resume uses the sidecar's.
+    `render_tile`, `one_shape`: see `plan_export` (tests, benchmarks); a resume uses the
+    sidecar's tile size.
     `workers`: compression threads (default: all cores but two, 1 to 16).
     `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,
     one tile after the other). It must render `world`'s model and seed; the caller keeps
@@ -452,7 +511,7 @@ def run_export(
     sidecar = _read_sidecar(paths.sidecar) if resume else None
     if sidecar is not None:
         render_tile = (int(sidecar["render_tile"][0]), int(sidecar["render_tile"][1]))
-    plan = plan_export(world, job, render_tile=render_tile)
+    plan = plan_export(world, job, render_tile=render_tile, one_shape=one_shape)
     identity = _identity(world, plan, edits)
     key = _job_key(identity, plan)
     if sidecar is not None:
@@ -563,7 +622,7 @@ class _Pipeline:
     # Render thread ----------------------------------------------------------------------
 
     def _produce(self) -> None:
-        needed = [self.plan.tile_rect(i) for i, n in enumerate(self._needed) if n]
+        needed = [self.plan.render_rect(i) for i, n in enumerate(self._needed) if n]
         rendered = self.renderer.render_in_order(
             needed, self.plan.lod, self.edits, self._stop.is_set
         )
@@ -575,9 +634,10 @@ class _Pipeline:
                 if is_needed:
                     if self._first_render is None:
                         self._first_render = time.perf_counter()
-                    pixels = next(rendered, None)  # uint8 [h, w, 3]
-                    if pixels is None:  # the renderer saw the stop
+                    window = next(rendered, None)  # uint8 [H, W, 3]: plan.render_rect(index)
+                    if window is None:  # the renderer saw the stop
                         return
+                    pixels = self.plan.cropped(index, window)  # uint8 [h, w, 3]
                 self._put((index, pixels))
         except BaseException as exc:  # noqa: B036 - every failure reaches the consumer
             self._put(exc)

@@ -168,8 +168,10 @@ def run_export_bench(
         deflate_level=deflate_level,
     )
     plan = plan_export(world, job)
-    shapes = {(r.w, r.h) for r in plan.tile_rects()}
-    on_progress(f"warm-up: two render tiles of each of {len(shapes)} shapes, away from the region")
+    shapes = _window_shapes(plan)
+    on_progress(
+        f"warm-up: two render windows of each of {len(shapes)} shapes, away from the region"
+    )
     for w, h in shapes:  # the first calls of a shape set up kernels (and on a GPU capture
         for x in (1 << 20, (1 << 20) + w):  # its CUDA graph): keep that out of the timings
             render_tile(world, Rect(x, 0, w, h), plan.lod, world.edits)
@@ -230,6 +232,11 @@ def run_export_bench(
     )
 
 
+def _window_shapes(plan: ExportPlan) -> set[tuple[int, int]]:
+    """(w, h) of the export's render windows (one shape on a GPU)."""
+    return {(r.w, r.h) for r in map(plan.render_rect, range(plan.total_tiles))}
+
+
 def _render_alone(world: World, plan: ExportPlan, *, keep: bool) -> list[np.ndarray]:
     """The export's render tiles, uint8 [h, w, 3] each, rendered as the export renders them:
     by its default renderer on a thread of their own (cuDNN's plans are per thread, so a new
@@ -237,13 +244,14 @@ def _render_alone(world: World, plan: ExportPlan, *, keep: bool) -> list[np.ndar
     tile is let go once rendered (pure generation; the result is empty)."""
     tiles: list[np.ndarray] = []
     failed: list[BaseException] = []
-    rects = list(plan.tile_rects())
+    rects = [plan.render_rect(i) for i in range(plan.total_tiles)]
 
     def work() -> None:
         try:
-            for pixels in SingleDevice(world).render_in_order(rects, plan.lod, world.edits):
+            windows = SingleDevice(world).render_in_order(rects, plan.lod, world.edits)
+            for index, window in enumerate(windows):
                 if keep:
-                    tiles.append(pixels)
+                    tiles.append(plan.cropped(index, window))
         except BaseException as exc:  # noqa: B036 - re-raised on the calling thread
             failed.append(exc)
 
@@ -280,8 +288,7 @@ def run_scaling_bench(
     counts = counts or sorted({*(2**k for k in range(len(devices).bit_length())), len(devices)})
     job = ExportJob(Rect(-size // 2, -size // 2, size, size), folder / "scaling.tif")
     plan = plan_export(world, job)
-    shapes = {(r.w, r.h) for r in plan.tile_rects()}
-    warmup = [Rect(1 << 20, 0, w, h) for w, h in shapes]
+    warmup = [Rect(1 << 20, 0, w, h) for w, h in _window_shapes(plan)]
     points: list[ScalingPoint] = []
     reference: bytes | None = None
     for n in counts:
@@ -380,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    reuse_freed_memory()  # as the export command does
     devices = None if args.devices is None else resolve_devices(args.devices)
     device = args.device if devices is None else devices[0]
-    reuse_freed_memory(device)  # as the export command does
     world = World(load_generator(preset=args.preset, device=device), 1, precision=args.precision)
     progress = lambda m: print(f"... {m}", file=sys.stderr, flush=True)  # noqa: E731
     if devices is not None:

@@ -33,6 +33,7 @@ from engine.export import (
     write_tiles,
 )
 from engine.export_formats import adler32_combine, deflate_function
+from engine.tile_workers import SingleDevice
 from engine.tiles import Rect
 from engine.world import World
 
@@ -170,6 +171,49 @@ def test_export_of_many_render_tiles_equals_them_rendered_alone(world, tmp_path)
     assert plan.total_tiles == 12
     assert np.array_equal(image, expected)
     assert np.abs(image.astype(int) - world.render(rect)).max() <= 1  # float rounding only
+
+
+def test_one_shape_export_renders_every_tile_as_one_window_shape_and_crops_the_edges(
+    world, tmp_path
+):
+    rect = Rect(-203, -77, 291, 213)  # 4 x 3 render tiles of 96 px, the last ones clipped
+    shapes = []
+
+    class Recording(SingleDevice):
+        def render_in_order(self, rects, *args):
+            shapes.extend((r.w, r.h) for r in rects)
+            return super().render_in_order(rects, *args)
+
+    job = ExportJob(rect, tmp_path / "one.png", format="png", tile=64)
+    path = run_export(world, job, render_tile=96, one_shape=True, renderer=Recording(world))
+    assert set(shapes) == {(96, 96)} and len(shapes) == 12
+    plan = plan_export(world, job, render_tile=96, one_shape=True)
+    expected = np.zeros((rect.h, rect.w, 3), np.uint8)
+    for i, r in enumerate(plan.tile_rects()):
+        window = world.render_lod([plan.render_rect(i)], 0)[0]
+        expected[r.y - rect.y : r.bottom - rect.y, r.x - rect.x : r.right - rect.x] = plan.cropped(
+            i, window
+        )
+    image = read_image(path)
+    assert np.array_equal(image, expected)
+    assert np.abs(image.astype(int) - world.render(rect)).max() <= 1  # float rounding only
+
+
+def test_one_shape_grids_split_evenly_and_cover_the_export(world, tmp_path):
+    job = ExportJob(Rect(0, 0, 32768, 1000), tmp_path / "wide.tif")
+    plain = plan_export(world, job, one_shape=False)
+    even = plan_export(world, job, one_shape=True)
+    assert even.tile_w % 256 == 0 and even.tile_w <= plain.tile_w
+    assert export_module.tiles_are_tiff_aligned(even)
+    assert (even.columns - 1) * even.tile_w < 32768 <= even.columns * even.tile_w
+    overhang = even.columns * even.tile_w - 32768
+    assert overhang < 256 * even.columns  # no window mostly thrown away
+    assert {(r.w, r.h) for r in map(even.render_rect, range(even.total_tiles))} == {
+        even.window_size
+    }
+    assert sum(r.area for r in even.tile_rects()) == even.pixels
+    small = plan_export(world, ExportJob(Rect(5, 5, 300, 200), tmp_path / "s.tif"), one_shape=True)
+    assert small.total_tiles == 1 and small.render_rect(0) == Rect(5, 5, 300, 200)
 
 
 def test_tiff_encoded_straight_from_render_tiles_equals_the_one_assembled_from_bands(
