@@ -118,7 +118,11 @@ __all__ = [
 BAND_BYTES = 64 << 20  # largest row of render tiles held at once, raw (encoded for TIFF)
 MAX_STRIP_BYTES = 2 << 30  # exports so wide that one strip exceeds this are refused
 QUEUE_TILES = 2  # rendered tiles waiting for the writer
-ENCODING_TILES = 2  # render tiles being encoded at once (TIFF tiles straight from them)
+# Encoder jobs queued or running at once (TIFF tiles straight from render tiles): enough
+# to keep 16 encoder threads busy, whatever the render tiles' width. Bounded by tiles (2
+# besides the newest), 2048 px wide render tiles kept only 6 busy, and an H200 wrote a
+# `paper` gigapixel in 9.0 s instead of 6.1 s.
+ENCODING_JOBS = 24
 ENCODE_JOB_PX = 2048  # about the width of a strip's rows that one encoder job compresses
 SYNC_SECONDS = 2.0  # the spill is fsync'd this often while it grows (and when it closes)
 SIDECAR_FORMAT = "infinity-canvas-export"
@@ -796,8 +800,8 @@ def tiff_payloads(
 
     Each render tile's rows of each strip are encoded on the pool as soon as the tile
     arrives, and the tile is let go once they are: no band of raw pixels is assembled, and
-    what waits for the end of a render tile row is compressed. At most ENCODING_TILES tiles
-    are being encoded at once. Strips the store has are taken from it.
+    what waits for the end of a render tile row is compressed. At most about ENCODING_JOBS
+    encoder jobs are queued or running at once. Strips the store has are taken from it.
     """
     side = plan.job.tile
     job_px = max(1, ENCODE_JOB_PX // side) * side  # the width one pool job encodes
@@ -835,7 +839,7 @@ def tiff_payloads(
                         row.pieces.setdefault(strip, []).append(futures[-1])
             encoding.append(futures)
         row.complete = col == plan.columns - 1
-        while len(encoding) > ENCODING_TILES:
+        while sum(map(len, encoding)) > ENCODING_JOBS:  # the oldest tile's jobs finish
             for future in encoding.popleft():
                 future.result()
         yield from ready(wait=False)
