@@ -4,6 +4,7 @@
     infinity-canvas export --project trip.icanvas --rect 0,0,8192,4096 --format dzi --out trip.dzi
     infinity-canvas export --seed 7 --rect 0,0,65536,16384 --devices all --out wide.tif
     infinity-canvas export --seed 7 --rect 0,0,65536,16384 --ray auto --out wide.tif
+    infinity-canvas export --seed 7 --rect 0,0,65536,65536 --compile --out giant.tif
 
 Progress and ETA go to stderr on one line. Ctrl-C stops after the tile being rendered;
 running the same command with `--resume` continues where it stopped (engine.export). The
@@ -90,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Ray on this machine); this machine writes the file",
     )
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="CUDA, one device: compile the generator first (about 15 s, or a few seconds "
+        "once torch has cached it), then render about a third faster; pays for large exports. "
+        "A --resume renders as the export it continues did",
+    )
     # Hidden: render tile side in lod pixels (tests; default: the device's largest window).
     parser.add_argument("--render-tile", type=int, help=argparse.SUPPRESS)
 
@@ -156,7 +164,14 @@ def run(args: argparse.Namespace) -> int:
     )
     renderer = _renderer(args, world, devices)
     if renderer is not None:
+        if args.compile:
+            renderer.close()
+            raise ValueError("--compile renders on one device: leave out --devices and --ray")
         print(f"rendering on {renderer.label}", file=sys.stderr)
+    elif args.compile and world.device.type != "cuda":
+        print(f"--compile has no effect on {world.device.type}", file=sys.stderr)
+    elif args.compile and not args.resume:
+        print("compiling the generator for this export's windows", file=sys.stderr)
     bar = ProgressLine(sys.stderr)
     stop = _StopOnInterrupt()
     with stop:
@@ -169,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 should_stop=stop,
                 model_ref=model_ref,
                 render_tile=args.render_tile,
+                compile=args.compile,
                 renderer=renderer,
             )
         except ExportCancelled:

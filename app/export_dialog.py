@@ -18,6 +18,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QStandardPaths, Qt, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -175,6 +176,18 @@ class ExportDialog(QDialog):
         for k in range(MAX_LOD + 1):
             self.scale_box.addItem("1:1" if k == 0 else f"1:{2**k}", 2.0**-k)
         form.addRow("Scale", self.scale_box)
+        self.compile_box = QCheckBox("Compile the model first", self)
+        self.compile_box.setToolTip(
+            "Compiles the generator for this export's tiles before rendering: about 15 s the "
+            "first time, a few seconds once cached, then tiles render about a third faster. "
+            "Worth it for exports that take minutes."
+        )
+        one_device = self.render_worlds is None or len(self.render_worlds) == 1
+        self.can_compile = self.world.device.type == "cuda" and one_device
+        if self.can_compile:
+            form.addRow("", self.compile_box)
+        else:
+            self.compile_box.hide()
 
         self.out_edit = QLineEdit(str(output or default_output("tiff")))
         self.browse_button = QPushButton("Browse…")
@@ -224,6 +237,7 @@ class ExportDialog(QDialog):
             self.compression_box,
             self.quality_box,
             self.scale_box,
+            self.compile_box,
             self.out_edit,
             self.browse_button,
         ]
@@ -450,6 +464,7 @@ class ExportDialog(QDialog):
         self.progress_bar.show()
         self.status_label.setText("Resuming…" if resume else "Starting…")
         world, bridge, stop, model_ref = self.world, self._bridge, self._stop, self.model_ref
+        compile = self.can_compile and self.compile_box.isChecked()
         renderer = None
         if self.render_worlds is not None and len(self.render_worlds) > 1:
             renderer = TileWorkers(world, worlds=self.render_worlds)
@@ -463,6 +478,7 @@ class ExportDialog(QDialog):
                     on_progress=bridge.progress.emit,
                     should_stop=stop.is_set,
                     model_ref=model_ref,
+                    compile=compile,
                     renderer=renderer,
                 )
             except ExportCancelled:

@@ -96,6 +96,7 @@ from engine.export_formats import (
 from engine.files import write_text_atomically
 from engine.model import Generator
 from engine.tile_workers import SingleDevice, TileRenderer
+from engine.tile_workers import render_tile as render_window
 from engine.tiles import MAX_LOD, Rect, lod_rect
 from engine.world import World
 
@@ -486,6 +487,7 @@ def run_export(
     model_ref: Mapping[str, Any] | None = None,
     render_tile: int | tuple[int, int] | None = None,
     one_shape: bool | None = None,
+    compile: bool = False,
     workers: int | None = None,
     renderer: TileRenderer | None = None,
 ) -> Path:
@@ -500,6 +502,10 @@ def run_export(
     {"preset": "lite"}), recorded in the sidecar; the resume check compares the weights.
     `render_tile`, `one_shape`: see `plan_export` (tests, benchmarks); a resume uses the
     sidecar's tile size.
+    `compile`: render through `world.compiled()` (CUDA, without `renderer`): compiling
+    takes a throwaway window first (about 15 s for `paper` on an H200, 3 s once torch's
+    cache holds it), then a large export renders about a third faster. A resume renders
+    as the export it continues did.
     `workers`: compression threads (default: all cores but two, 1 to 16).
     `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,
     one tile after the other). It must render `world`'s model and seed; the caller keeps
@@ -515,6 +521,7 @@ def run_export(
     sidecar = _read_sidecar(paths.sidecar) if resume else None
     if sidecar is not None:
         render_tile = (int(sidecar["render_tile"][0]), int(sidecar["render_tile"][1]))
+        compile = sidecar.get("compiled") is True
     plan = plan_export(world, job, render_tile=render_tile, one_shape=one_shape)
     identity = _identity(world, plan, edits)
     key = _job_key(identity, plan)
@@ -526,6 +533,9 @@ def run_export(
         _discard(paths)
         sidecar = _new_sidecar(identity, key, plan, world, model_ref)
     _warn_if_short_of_space(plan, paths)
+    if renderer is None:
+        renderer = SingleDevice(_compiled(world, plan) if compile else world)
+        sidecar["compiled"] = renderer.world.is_compiled
     sidecar["updated"] = _now()
     _write_sidecar(paths.sidecar, sidecar)
 
@@ -533,7 +543,6 @@ def run_export(
     spill = _Spill(paths.spill, key, resume=resume)
     finished = False
     try:
-        renderer = SingleDevice(world) if renderer is None else renderer
         pipeline = _Pipeline(renderer, plan, edits, spill, on_progress, should_stop)
         log.info(
             "exporting %d x %d px (%d render tiles, %d of %d strips in the spill) on %s to %s",
@@ -1018,6 +1027,21 @@ _IDENTITY_LABELS = {
     "quality": "JPEG quality",
     "deflate_level": "deflate level",
 }
+
+
+def _compiled(world: World, plan: ExportPlan) -> World:
+    """`world.compiled()`, compiled for the plan's windows by a throwaway render far away;
+    `world` itself where compiling fails (logged: the export then renders eagerly)."""
+    compiled = world.compiled()
+    if compiled is world:
+        return world
+    log.info("compiling the generator for %d x %d px windows", *plan.window_size)
+    try:
+        render_window(compiled, Rect(1 << 24, 0, *plan.window_size), plan.lod, ())
+    except Exception:  # torch.compile reports a missing compiler or backend many ways
+        log.warning("compiling the generator failed: the export renders without it", exc_info=True)
+        return world
+    return compiled
 
 
 def _identity(world: World, plan: ExportPlan, edits: tuple[Edit, ...]) -> dict[str, Any]:

@@ -107,9 +107,9 @@ def read_dzi(path: Path) -> np.ndarray:
 def export(world, tmp_path, name, **options):
     render_tile = options.pop("render_tile", None)
     resume = options.pop("resume", False)
-    callbacks = {k: options.pop(k) for k in ("on_progress", "should_stop") if k in options}
+    passed = {k: options.pop(k) for k in ("on_progress", "should_stop", "compile") if k in options}
     job = ExportJob(rect=options.pop("rect", RECT), out=tmp_path / name, tile=64, **options)
-    return run_export(world, job, render_tile=render_tile, resume=resume, **callbacks)
+    return run_export(world, job, render_tile=render_tile, resume=resume, **passed)
 
 
 # Every format equals the render --------------------------------------------------------
@@ -308,6 +308,74 @@ def test_resume_after_cancel_is_byte_identical_to_an_uninterrupted_export(world,
     assert progress[-1].done_tiles == progress[-1].total_tiles == 20
     assert progress[-1].resumed_tiles >= 10  # their strips came from the spill
     assert not ExportPaths.of(resumed).spill.exists()
+
+
+def _compiling_stand_in(monkeypatch, world, *, fails=False):
+    """Make `world.compiled()` (CUDA only) return a copy whose one-style renders go through
+    a counting stand-in for the compiled generator (optionally failing); the calls list."""
+    calls = []
+
+    def compiled():
+        other = world._sharing(edits=world.edits)
+
+        def synthesize(*args, **kwargs):
+            calls.append(1)
+            if fails:
+                raise RuntimeError("no C++ compiler found")
+            return world.generator.synthesize(*args, **kwargs)
+
+        other._synthesize, other.is_compiled = synthesize, True
+        return other
+
+    monkeypatch.setattr(world, "compiled", compiled)
+    return calls
+
+
+def test_a_compiled_export_keeps_compiling_when_resumed_and_equals_the_eager_one(
+    world, tmp_path, monkeypatch
+):
+    (tmp_path / "whole").mkdir()
+    whole = export(world, tmp_path / "whole", "w.tif", render_tile=64)
+    calls = _compiling_stand_in(monkeypatch, world)
+    on_progress, should_stop = _stop_after(12)
+    with pytest.raises(ExportCancelled):
+        export(
+            world,
+            tmp_path,
+            "w.tif",
+            render_tile=64,
+            compile=True,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+    assert calls and json.loads(ExportPaths.of(tmp_path / "w.tif").sidecar.read_text())["compiled"]
+    before = len(calls)
+    resumed = export(world, tmp_path, "w.tif", resume=True)  # compile=False: the sidecar wins
+    assert len(calls) > before
+    assert resumed.read_bytes() == whole.read_bytes()  # the stand-in computes eager numbers
+
+
+def test_an_export_whose_compilation_fails_renders_eagerly(world, tmp_path, monkeypatch, caplog):
+    calls = _compiling_stand_in(monkeypatch, world, fails=True)
+    on_progress, should_stop = _stop_after(3)
+    with pytest.raises(ExportCancelled):
+        export(
+            world,
+            tmp_path,
+            "e.tif",
+            render_tile=64,
+            compile=True,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+    assert len(calls) == 1  # the throwaway window that compiles
+    assert json.loads(ExportPaths.of(tmp_path / "e.tif").sidecar.read_text())["compiled"] is False
+    assert "compiling the generator failed" in caplog.text
+    assert export(world, tmp_path, "e.tif", resume=True).exists()
+
+
+def test_a_cpu_world_does_not_compile(world):
+    assert world.compiled() is world and not world.is_compiled
 
 
 def test_resume_after_a_crash_mid_record_drops_the_torn_record(world, tmp_path):
@@ -578,6 +646,15 @@ def test_export_command_resumes_only_when_asked(tmp_path, capsys):
     assert "cannot resume" in capsys.readouterr().err
     assert cli.main([*argv, "--restart", "--device", "cpu"]) == 0
     assert out.exists() and not paths.sidecar.exists()
+
+
+def test_export_command_compiles_on_one_device_only(tmp_path, capsys):
+    argv = ["export", "--preset", "tiny", "--rect", "0,0,64,64", "--compile"]
+    assert cli.main([*argv, "--devices", "cpu,cpu", "--out", str(tmp_path / "a.png")]) == 2
+    assert "--compile renders on one device" in capsys.readouterr().err
+    assert cli.main([*argv, "--device", "cpu", "--out", str(tmp_path / "b.png")]) == 0
+    assert "--compile has no effect on cpu" in capsys.readouterr().err
+    assert (tmp_path / "b.png").exists()
 
 
 def test_a_damaged_sidecar_is_a_clear_error(world, tmp_path):
