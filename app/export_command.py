@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="CUDA, one device: compile the generator first (about 15 s, or a few seconds "
-        "once torch has cached it), then render about a third faster; pays for large exports. "
+        "once torch has cached it), then render about a fifth faster; pays for large exports. "
         "A --resume renders as the export it continues did",
     )
     # Hidden: render tile side in lod pixels (tests; default: the device's largest window).

@@ -179,7 +179,7 @@ class ExportDialog(QDialog):
         self.compile_box = QCheckBox("Compile the model first", self)
         self.compile_box.setToolTip(
             "Compiles the generator for this export's tiles before rendering: about 15 s the "
-            "first time, a few seconds once cached, then tiles render about a third faster. "
+            "first time, a few seconds once cached, then tiles render about a fifth faster. "
             "Worth it for exports that take minutes."
         )
         one_device = self.render_worlds is None or len(self.render_worlds) == 1

@@ -224,10 +224,11 @@ class World:
         one-style windows through torch.compile, on CUDA (elsewhere: this world itself).
 
         Each new window shape compiles once: for `paper` on an H200 about 15 s, or 3 s once
-        torch's on-disk cache holds it; then 2048 x 512 windows render at 47 MP/s instead
-        of 35. The numbers differ from eager ones by float rounding, the same in every
-        process. Meant for exports, whose windows have one shape: a canvas's changing
-        windows would compile again and again."""
+        torch's on-disk cache holds it, with up to 3 GB of memory in use meanwhile; then
+        2048 x 512 windows render at 47 MP/s instead of 35. The numbers differ from eager
+        ones by float rounding, the same in every process. Meant for exports, whose
+        windows have one shape: a canvas's changing windows would compile again and
+        again."""
         if self.device.type != "cuda" or self.is_compiled:
             return self
         other = self._sharing(edits=self._edits)
