@@ -331,24 +331,30 @@ def _compiling_stand_in(monkeypatch, world, *, fails=False):
     return calls
 
 
+def _cancelled_compiled_export(world, tmp_path, name: str, stop_after: int) -> dict:
+    """Start a compiled export of `name`, cancel it after `stop_after` progress reports;
+    its sidecar."""
+    on_progress, should_stop = _stop_after(stop_after)
+    with pytest.raises(ExportCancelled):
+        export(
+            world,
+            tmp_path,
+            name,
+            render_tile=64,
+            compile=True,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+    return json.loads(ExportPaths.of(tmp_path / name).sidecar.read_text())
+
+
 def test_a_compiled_export_keeps_compiling_when_resumed_and_equals_the_eager_one(
     world, tmp_path, monkeypatch
 ):
     (tmp_path / "whole").mkdir()
     whole = export(world, tmp_path / "whole", "w.tif", render_tile=64)
     calls = _compiling_stand_in(monkeypatch, world)
-    on_progress, should_stop = _stop_after(12)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            "w.tif",
-            render_tile=64,
-            compile=True,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
-    assert calls and json.loads(ExportPaths.of(tmp_path / "w.tif").sidecar.read_text())["compiled"]
+    assert _cancelled_compiled_export(world, tmp_path, "w.tif", 12)["compiled"] and calls
     before = len(calls)
     resumed = export(world, tmp_path, "w.tif", resume=True)  # compile=False: the sidecar wins
     assert len(calls) > before
@@ -357,19 +363,8 @@ def test_a_compiled_export_keeps_compiling_when_resumed_and_equals_the_eager_one
 
 def test_an_export_whose_compilation_fails_renders_eagerly(world, tmp_path, monkeypatch, caplog):
     calls = _compiling_stand_in(monkeypatch, world, fails=True)
-    on_progress, should_stop = _stop_after(3)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            "e.tif",
-            render_tile=64,
-            compile=True,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
+    assert _cancelled_compiled_export(world, tmp_path, "e.tif", 3)["compiled"] is False
     assert len(calls) == 1  # the throwaway window that compiles
-    assert json.loads(ExportPaths.of(tmp_path / "e.tif").sidecar.read_text())["compiled"] is False
     assert "compiling the generator failed" in caplog.text
     assert export(world, tmp_path, "e.tif", resume=True).exists()
 
