@@ -16,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="benchmark this checkpoint instead of a preset")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="measure the throughput through the compiled generator, as export --compile renders",
+    )
     parser.add_argument("--block", type=int, help="render window side in pixels")
     parser.add_argument("--batch", type=int, help="windows per generator call")
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput measurement time")

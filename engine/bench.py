@@ -6,7 +6,8 @@ convolution peak) stay meaningful on noisy machines:
 - flops_per_pixel: generator FLOPs per final pixel at the throughput block size
   (torch.utils.flop_counter: convolutions and matrix products);
 - mp_per_s: warm throughput, megapixels of final full-resolution pixels per second, as an
-  export renders (blocks of one shape, in `steady_shapes`);
+  export renders (blocks of one shape, in `steady_shapes`; with `compile`, through
+  `World.compiled()`, after its compilation; the views never compile);
 - first_viewport_s / first_viewport_warm_s: a complete 1920x1080 view at 1:1 through the
   tile scheduler the GUI uses, right after the model is loaded (cold), then on the same
   scheduler at a fresh area after a pause of `VIEW_PAUSE_S` (warm);
@@ -180,7 +181,7 @@ def run_bench(
     on_progress: Callable[[str], None] = lambda message: None,
 ) -> BenchResult:
     """Measure one generator on its device; see the module docstring for each figure."""
-    world = World(generator, seed=seed, precision=precision, compile=compile)
+    world = World(generator, seed=seed, precision=precision)
     device = world.device
     block = block_px or default_block_px(world)
     batch = batch or (
@@ -192,15 +193,16 @@ def run_bench(
     views = [Rect(0, -vh // 2, vw, vh), Rect(50_000, -vh // 2, vw, vh)]
     cold, warm = time_views(world, views, pause_s=VIEW_PAUSE_S)
 
-    on_progress("throughput")
-    with steady_shapes():  # as an export renders
+    on_progress("throughput (compiling first)" if compile else "throughput")
+    steady = world.compiled() if compile else world  # as an export renders
+    with steady_shapes():
         strip = Rect(100_000 * block, -block, block * batch, block)  # whole blocks: one batch
-        render_view(world, strip, 0, block, batch)  # warm-up for this shape
+        render_view(steady, strip, 0, block, batch)  # warm-up (and compilation) for this shape
         _sync(device)
         pixels, x, start = 0, strip.right, time.perf_counter()
         while time.perf_counter() - start < throughput_seconds:
             strip = Rect(x, -block, block * batch, block)
-            pixels += render_view(world, strip, 0, block, batch)
+            pixels += render_view(steady, strip, 0, block, batch)
             x += strip.w
         _sync(device)
     mp_per_s = pixels / (time.perf_counter() - start) / 1e6
