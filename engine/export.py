@@ -502,10 +502,11 @@ def run_export(
     {"preset": "lite"}), recorded in the sidecar; the resume check compares the weights.
     `render_tile`, `one_shape`: see `plan_export` (tests, benchmarks); a resume uses the
     sidecar's tile size.
-    `compile`: render through `world.compiled()` (without `renderer`): compiling takes a
-    throwaway window first (see `World.compiled`), then the export runs faster (a `paper`
+    `compile`: render through `world.compiled()` (without `renderer`; with `one_shape`, so
+    that one shape compiles): compiling takes a throwaway window first (see
+    `World.compiled`), then the export runs faster (a `paper`
     gigapixel on an H200 in 27.8 s instead of 33.0 s; a 4096 x 4096 `lite` export on a
-    2-core CPU in 11.5 s instead of 13.1-14.0 s). A resume renders as the export it
+    2-core CPU in 11.5-12.3 s instead of 13.1-14.5 s). A resume renders as the export it
     continues did.
     `workers`: compression threads (default: all cores but two, 1 to 16).
     `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,
@@ -523,7 +524,8 @@ def run_export(
     if sidecar is not None:
         render_tile = (int(sidecar["render_tile"][0]), int(sidecar["render_tile"][1]))
         compile = sidecar.get("compiled") is True
-    plan = plan_export(world, job, render_tile=render_tile, one_shape=one_shape)
+    # Compiled, every window shape compiles again: render them all as one.
+    plan = plan_export(world, job, render_tile=render_tile, one_shape=one_shape or compile)
     identity = _identity(world, plan, edits)
     key = _job_key(identity, plan)
     if sidecar is not None:

@@ -369,6 +369,18 @@ def test_an_export_whose_compilation_fails_renders_eagerly(world, tmp_path, monk
     assert export(world, tmp_path, "e.tif", resume=True).exists()
 
 
+def test_a_really_compiled_export_differs_from_the_eager_one_by_rounding_only(world, tmp_path):
+    """torch.compile itself, on the CPU (about 25 s; where no C++ compiler is found the export
+    renders eagerly instead, which this test also accepts)."""
+    rect = Rect(-70, -40, 150, 90)
+    eager = export(world, tmp_path, "eager.png", rect=rect, format="png", render_tile=64)
+    compiled = export(
+        world, tmp_path, "compiled.png", rect=rect, format="png", render_tile=64, compile=True
+    )
+    difference = np.abs(read_image(compiled).astype(int) - read_image(eager))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+
+
 def test_a_compiled_world_is_a_copy_that_compiles_lazily_and_once(world):
     assert world.can_compile and not world.is_compiled
     compiled = world.compiled()  # torch.compile only wraps: nothing is compiled before a call
