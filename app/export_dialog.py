@@ -250,6 +250,7 @@ class ExportDialog(QDialog):
         self.format_box.currentIndexChanged.connect(self._format_changed)
         self.compression_box.currentIndexChanged.connect(self._compression_changed)
         self.scale_box.currentIndexChanged.connect(self._update_plan)
+        self.compile_box.toggled.connect(self._update_plan)
         self.out_edit.textChanged.connect(self._update_plan)
         self.browse_button.clicked.connect(self.browse)
         self.export_button.clicked.connect(self.start)
@@ -376,6 +377,8 @@ class ExportDialog(QDialog):
                 when = f"about {human_time(plan.estimated_seconds)}"
             else:
                 when = "measuring speed…"
+            if self.can_compile and self.compile_box.isChecked():
+                when += ", after up to 35 s of compiling"
             self.estimate_label.setText(
                 f"{plan.width:,} × {plan.height:,} px · about "
                 f"{human_size(plan.estimated_bytes)} · {when}"

@@ -175,6 +175,7 @@ def test_compiling_is_offered_and_reaches_the_export(make_window, qtbot, tmp_pat
 
     monkeypatch.setattr("app.export_dialog.run_export", fake_run_export)
     dialog.compile_box.setChecked(True)
+    assert "after up to 35 s of compiling" in dialog.estimate_label.text()
     dialog.set_output(tmp_path / "c.tif")
     with qtbot.waitSignal(dialog.exported, timeout=WAIT_MS):
         qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
