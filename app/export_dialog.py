@@ -465,9 +465,12 @@ class ExportDialog(QDialog):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.progress_bar.show()
-        self.status_label.setText("Resuming…" if resume else "Starting…")
         world, bridge, stop, model_ref = self.world, self._bridge, self._stop, self.model_ref
         compile = self.can_compile and self.compile_box.isChecked()
+        if resume:
+            self.status_label.setText("Resuming…")
+        else:
+            self.status_label.setText("Compiling the model…" if compile else "Starting…")
         renderer = None
         if self.render_worlds is not None and len(self.render_worlds) > 1:
             renderer = TileWorkers(world, worlds=self.render_worlds)

@@ -179,4 +179,5 @@ def test_compiling_is_offered_and_reaches_the_export(make_window, qtbot, tmp_pat
     dialog.set_output(tmp_path / "c.tif")
     with qtbot.waitSignal(dialog.exported, timeout=WAIT_MS):
         qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+        assert dialog.status_label.text() == "Compiling the model…"
     assert seen["compile"] is True
