@@ -306,11 +306,12 @@ def plan_export(
     `measure_speed`; without it `estimated_seconds` is None. `render_tile`: side (or
     (width, height)) of the render tiles in lod pixels; default `world.chunk_px(lod)`.
     `one_shape`: render every tile as a window of one shape (`ExportPlan.render_rect`);
-    default on CUDA, where shapes are costly to set up (elsewhere the clipped edge
-    windows are cheaper). Cheap: a dialog may call it on every change of its fields.
+    default on CUDA and for a compiled world, where each shape is costly to set up or
+    compiles again (elsewhere the clipped edge windows are cheaper). Cheap: a dialog may
+    call it on every change of its fields.
     """
     if one_shape is None:
-        one_shape = world.device.type == "cuda"
+        one_shape = world.device.type == "cuda" or world.is_compiled
     lod = job.lod
     source = lod_rect(job.rect, lod)
     w, h = source.w, source.h
@@ -504,10 +505,9 @@ def run_export(
     sidecar's tile size.
     `compile`: render through `world.compiled()` (without `renderer`; with `one_shape`, so
     that one shape compiles): compiling takes a throwaway window first (see
-    `World.compiled`), then the export runs faster (a `paper`
-    gigapixel on an H200 in 27.8 s instead of 33.0 s; a 4096 x 4096 `lite` export on a
-    2-core CPU in 11.5-12.3 s instead of 13.1-14.5 s). A resume renders as the export it
-    continues did.
+    `World.compiled`), then the export runs faster (a `paper` gigapixel on an H200 in
+    27.8 s instead of 33.0 s; a 4096 x 4096 `lite` export on a 2-core CPU in 11.5-12.3 s
+    instead of 13.1-14.5 s). A resume renders as the export it continues did.
     `workers`: compression threads (default: all cores but two, 1 to 16).
     `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,
     one tile after the other). It must render `world`'s model and seed; the caller keeps
@@ -524,7 +524,8 @@ def run_export(
     if sidecar is not None:
         render_tile = (int(sidecar["render_tile"][0]), int(sidecar["render_tile"][1]))
         compile = sidecar.get("compiled") is True
-    # Compiled, every window shape compiles again: render them all as one.
+    # A compiled export renders one shape, as plan_export plans for a compiled world (this
+    # one compiles only below).
     plan = plan_export(world, job, render_tile=render_tile, one_shape=one_shape or compile)
     identity = _identity(world, plan, edits)
     key = _job_key(identity, plan)

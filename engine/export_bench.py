@@ -171,7 +171,7 @@ def run_export_bench(
         compression=compression,
         deflate_level=deflate_level,
     )
-    plan = plan_export(world, job, one_shape=compile or None)  # as run_export plans it
+    plan = plan_export(world, job)
     shapes = _window_shapes(plan)
     on_progress(
         f"warm-up: two render windows of each of {len(shapes)} shapes, away from the region"

@@ -95,11 +95,9 @@ class World:
     render reads one consistent snapshot of the edit log.
     """
 
-    def __init__(
-        self, generator: Generator, seed: int = 0, *, precision: str = "auto", compile: bool = False
-    ) -> None:
-        """`precision`: auto (bf16/fp16 where it pays), fp32, bf16 or fp16. `compile`: as
-        `compiled()` returns it."""
+    def __init__(self, generator: Generator, seed: int = 0, *, precision: str = "auto") -> None:
+        """`precision`: auto (bf16/fp16 where it pays), fp32, bf16 or fp16. For a world that
+        renders through torch.compile, see `compiled()`."""
         self.generator = generator
         self.config = generator.config
         self.seed = int(seed)
@@ -124,8 +122,6 @@ class World:
         self._graphs: GraphedCalls | None = None
         if self.device.type == "cuda":
             self._graphs = GraphedCalls(self.device)
-        if compile and self.device.type in COMPILED_DEVICES:
-            self._compile()
         self._edits: tuple[Edit, ...] = ()
         self._redo: list[Edit] = []
         self._lock = threading.Lock()
@@ -240,17 +236,14 @@ class World:
         same in every process."""
         if not self.can_compile or self.is_compiled:
             return self
-        other = self._sharing(edits=self._edits)
-        other._compile()
-        return other
-
-    def _compile(self) -> None:
         if not self._compiled_synthesize:  # one compiled function for this world's copies
             torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
             compiled = torch.compile(self.generator.synthesize, dynamic=False)
             self._compiled_synthesize.append(compiled)
-        self._synthesize = self._compiled_synthesize[0]
-        self._graphs, self.is_compiled = None, True
+        other = self._sharing(edits=self._edits)
+        other._synthesize, other._graphs = self._compiled_synthesize[0], None
+        other.is_compiled = True
+        return other
 
     def restyled(self, style: Style) -> World:
         """The same generator and seed with `style` as the base style and no edits (for
