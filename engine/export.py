@@ -128,6 +128,10 @@ ENCODE_JOB_PX = 2048  # about the width of a strip's rows that one encoder job c
 SYNC_SECONDS = 2.0  # the spill is fsync'd this often while it grows (and when it closes)
 SIDECAR_FORMAT = "infinity-canvas-export"
 SIDECAR_VERSION = 1
+# Raised whenever the engine's pixels change by float rounding on some device (2: on CUDA,
+# G_S's convs as a GEMM and the bias and noise added in one pass). A resume of an export
+# begun by an older revision warns, as a resume on another kind of device does.
+RENDER_REVISION = 2
 MIN_TILE, MAX_TILE = 64, 4096
 
 
@@ -1090,6 +1094,7 @@ def _new_sidecar(
         "done_strips": 0,
         "model_ref": dict(model_ref) if model_ref else None,
         "device": world.device.type,
+        "render_revision": RENDER_REVISION,
         "created": _now(),
         "updated": _now(),
     }
@@ -1148,6 +1153,11 @@ def _check_resumable(
             "resuming on %s an export begun on %s: tiles may differ by float rounding",
             world.device.type,
             sidecar.get("device"),
+        )
+    elif sidecar.get("render_revision", 1) != RENDER_REVISION:
+        log.warning(
+            "resuming an export begun by an older version of Infinity Canvas: "
+            "tiles may differ by float rounding"
         )
 
 

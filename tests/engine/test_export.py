@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
 import sys
 import threading
@@ -22,6 +23,7 @@ from engine import export as export_module
 from engine import export_formats, load_generator
 from engine.edits import RerollRegion
 from engine.export import (
+    RENDER_REVISION,
     ExportCancelled,
     ExportError,
     ExportJob,
@@ -430,6 +432,28 @@ def test_resume_of_another_job_is_refused(generator, world, tmp_path):
     with pytest.raises(ExportError, match="edits"):
         export(world, tmp_path, "m.tif", resume=True)
     assert ExportPaths.of(tmp_path / "m.tif").spill.exists()  # refused, nothing discarded
+
+
+def test_resume_of_an_export_begun_by_an_older_renderer_warns(world, tmp_path, caplog):
+    on_progress, should_stop = _stop_after(2)
+    with pytest.raises(ExportCancelled):
+        export(
+            world,
+            tmp_path,
+            "o.tif",
+            render_tile=64,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+    sidecar = ExportPaths.of(tmp_path / "o.tif").sidecar
+    data = json.loads(sidecar.read_text())
+    assert data["render_revision"] == RENDER_REVISION
+    del data["render_revision"]  # as written before the revision was recorded
+    sidecar.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="engine.export"):
+        out = export(world, tmp_path, "o.tif", resume=True)
+    assert out.exists()
+    assert "older version" in caplog.text
 
 
 def test_export_without_resume_discards_an_unfinished_one(world, reference, tmp_path):

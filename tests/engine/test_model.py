@@ -223,6 +223,20 @@ def test_conv_as_gemm_is_the_valid_convolution_in_channels_last():
     )
 
 
+def test_bias_and_noise_added_in_one_pass_equal_the_broadcast_adds():
+    from engine.model.layers import add_bias_and_noise
+
+    out = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    bias, noise = torch.randn(6, dtype=torch.float64), torch.randn(2, 1, 5, 7, dtype=torch.float64)
+    strength = torch.tensor([0.3], dtype=torch.float64)
+    expected = out + bias.view(1, -1, 1, 1) + strength * noise
+    result = add_bias_and_noise(out.clone(), bias, noise, strength)
+    assert result.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(result, expected)
+    no_noise = add_bias_and_noise(out.contiguous(), bias, None, None)  # NCHW input: a copy
+    torch.testing.assert_close(no_noise, out + bias.view(1, -1, 1, 1))
+
+
 def test_steady_shapes_is_per_thread_and_restores_the_outer_setting():
     import threading
 
