@@ -208,13 +208,10 @@ def test_zero_channels_padded_to_a_multiple_of_8_leave_a_conv_unchanged():
 def test_conv_as_gemm_is_the_valid_convolution_in_channels_last():
     from engine.model.layers import conv_as_gemm
 
-    x = torch.randn(2, 16, 13, 19, dtype=torch.float64).contiguous(
-        memory_format=torch.channels_last
-    )
-    weight, bias = (
-        torch.randn(8, 16, 7, 5, dtype=torch.float64),
-        torch.randn(8, dtype=torch.float64),
-    )
+    x = torch.randn(2, 16, 13, 19, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(8, 16, 7, 5, dtype=torch.float64)
+    bias = torch.randn(8, dtype=torch.float64)
     out = conv_as_gemm(x, weight, bias)
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, torch.nn.functional.conv2d(x, weight, bias))
