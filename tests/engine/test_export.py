@@ -269,22 +269,24 @@ def test_export_renders_the_edits_of_the_world(world, tmp_path):
 # Cancel and resume ----------------------------------------------------------------------
 
 
-def _stop_after(k: int):
+def _cancel_after(k: int, world, tmp_path, name, **options) -> None:
+    """An export in render tiles of 64 px (5 a row, a strip a row), cancelled after k
+    progress reports."""
     seen = []
-    return seen.append, lambda: len(seen) >= k
-
-
-def test_cancel_leaves_no_file_at_the_final_name_and_keeps_resume_data(world, tmp_path):
-    on_progress, should_stop = _stop_after(7)  # render tiles of 64 px: 5 a row, a strip a row
     with pytest.raises(ExportCancelled):
         export(
             world,
             tmp_path,
-            "c.tif",
+            name,
             render_tile=64,
-            on_progress=on_progress,
-            should_stop=should_stop,
+            on_progress=seen.append,
+            should_stop=lambda: len(seen) >= k,
+            **options,
         )
+
+
+def test_cancel_leaves_no_file_at_the_final_name_and_keeps_resume_data(world, tmp_path):
+    _cancel_after(7, world, tmp_path, "c.tif")
     paths = ExportPaths.of(tmp_path / "c.tif")
     assert not paths.out.exists()
     assert paths.sidecar.exists() and paths.spill.exists()
@@ -300,11 +302,7 @@ def test_cancel_leaves_no_file_at_the_final_name_and_keeps_resume_data(world, tm
 def test_resume_after_cancel_is_byte_identical_to_an_uninterrupted_export(world, tmp_path, name):
     (tmp_path / "whole").mkdir()
     whole = export(world, tmp_path / "whole", name, render_tile=64)
-    on_progress, should_stop = _stop_after(12)
-    with pytest.raises(ExportCancelled):
-        export(
-            world, tmp_path, name, render_tile=64, on_progress=on_progress, should_stop=should_stop
-        )
+    _cancel_after(12, world, tmp_path, name)
     progress = []
     resumed = export(world, tmp_path, name, resume=True, on_progress=progress.append)
     assert resumed.read_bytes() == whole.read_bytes()
@@ -337,17 +335,7 @@ def _compiling_stand_in(monkeypatch, world, *, fails=False):
 def _cancelled_compiled_export(world, tmp_path, name: str, stop_after: int) -> dict:
     """Start a compiled export of `name`, cancel it after `stop_after` progress reports;
     its sidecar."""
-    on_progress, should_stop = _stop_after(stop_after)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            name,
-            render_tile=64,
-            compile=True,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
+    _cancel_after(stop_after, world, tmp_path, name, compile=True)
     return json.loads(ExportPaths.of(tmp_path / name).sidecar.read_text())
 
 
@@ -395,16 +383,7 @@ def test_a_compiled_world_is_a_copy_that_compiles_lazily_and_once(world):
 def test_resume_after_a_crash_mid_record_drops_the_torn_record(world, tmp_path):
     (tmp_path / "whole").mkdir()
     whole = export(world, tmp_path / "whole", "t.tif", render_tile=64)
-    on_progress, should_stop = _stop_after(12)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            "t.tif",
-            render_tile=64,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
+    _cancel_after(12, world, tmp_path, "t.tif")
     spill = ExportPaths.of(tmp_path / "t.tif").spill
     with open(spill, "r+b") as f:  # a crash during the last append
         f.truncate(spill.stat().st_size - 100)
@@ -413,16 +392,7 @@ def test_resume_after_a_crash_mid_record_drops_the_torn_record(world, tmp_path):
 
 
 def test_resume_of_another_job_is_refused(generator, world, tmp_path):
-    on_progress, should_stop = _stop_after(2)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            "m.tif",
-            render_tile=64,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
+    _cancel_after(2, world, tmp_path, "m.tif")
     other_seed = World(generator, seed=4, precision="fp32")
     with pytest.raises(ExportError, match="world seed 3 -> 4"):
         export(other_seed, tmp_path, "m.tif", resume=True)
@@ -435,16 +405,7 @@ def test_resume_of_another_job_is_refused(generator, world, tmp_path):
 
 
 def test_resume_of_an_export_begun_by_an_older_renderer_warns(world, tmp_path, caplog):
-    on_progress, should_stop = _stop_after(2)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            "o.tif",
-            render_tile=64,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
+    _cancel_after(2, world, tmp_path, "o.tif")
     sidecar = ExportPaths.of(tmp_path / "o.tif").sidecar
     data = json.loads(sidecar.read_text())
     assert data["render_revision"] == RENDER_REVISION
@@ -457,17 +418,7 @@ def test_resume_of_an_export_begun_by_an_older_renderer_warns(world, tmp_path, c
 
 
 def test_export_without_resume_discards_an_unfinished_one(world, reference, tmp_path):
-    on_progress, should_stop = _stop_after(2)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            "d.png",
-            format="png",
-            render_tile=64,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
+    _cancel_after(2, world, tmp_path, "d.png", format="png")
     progress = []
     path = export(world, tmp_path, "d.png", format="png", on_progress=progress.append)
     assert progress[-1].resumed_tiles == 0
@@ -495,17 +446,7 @@ def test_a_render_error_reaches_the_caller_and_stops_every_thread(world, tmp_pat
 
 @needs_vips
 def test_cancel_of_a_libvips_export_leaves_no_file_and_resumes(world, reference, tmp_path):
-    on_progress, should_stop = _stop_after(12)
-    with pytest.raises(ExportCancelled):
-        export(
-            world,
-            tmp_path,
-            "c.tif",
-            format="pyramid",
-            render_tile=64,
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
+    _cancel_after(12, world, tmp_path, "c.tif", format="pyramid")
     assert not (tmp_path / "c.tif").exists()
     assert not [t for t in threading.enumerate() if t.name.startswith("export-")]
     progress = []
