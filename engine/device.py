@@ -70,6 +70,17 @@ def resolve_devices(
     ]
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU tensor's copy on `device`, queued without waiting for the device: on CUDA
+    through pinned memory. (A copy from pageable memory makes torch wait until the GPU has
+    finished all its queued work, so the next tile's inputs could not be prepared while the
+    last tile renders.)"""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def fast_dtype(device: torch.device) -> torch.dtype:
     """The reduced precision that pays on `device` (float32 where none does)."""
     if device.type == "cuda":

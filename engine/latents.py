@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.device import to_device
+
 _MASK = 0xFFFFFFFF
 
 
@@ -132,7 +134,7 @@ def normal_fields(
         chans.append(np.broadcast_to(chan[None, :, None], (b, f.channels, f.h)).ravel())
         cols.append((origin[:, :1] + np.arange(f.w)).ravel())  # [B * W]
     n_rows = sum(len(r) for r in rows)
-    inputs = torch.from_numpy(np.concatenate([*keys, *rows, *chans, *cols])).to(device)
+    inputs = to_device(torch.from_numpy(np.concatenate([*keys, *rows, *chans, *cols])), device)
     key_in, row_in, chan_in, col_in = inputs.split(
         [n_rows, n_rows, n_rows, len(inputs) - 3 * n_rows]
     )

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.device import fast_dtype
+from engine.device import fast_dtype, to_device
 from engine.edits import Edit, edit_cells, edits_digest
 from engine.latents import Field, Stream, field_key, normal_fields
 from engine.model import Generator, coordinate_grid
@@ -662,7 +662,9 @@ class World:
         centre = 2 * (self.config.cell_px - 1) / self.config.cell_px
         rows = torch.stack([torch.arange(w.y - m, w.y + w.h + m) for w in windows]).float() - centre
         cols = torch.stack([torch.arange(w.x - m, w.x + w.w + m) for w in windows]).float() - centre
-        return coordinate_grid(rows.to(self.device), cols.to(self.device), self.config)
+        return coordinate_grid(
+            to_device(rows, self.device), to_device(cols, self.device), self.config
+        )
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:

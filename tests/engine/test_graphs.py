@@ -35,3 +35,16 @@ def test_steady_renders_replay_from_one_graph_with_the_eager_numbers():
     assert [type(g) for g in graphed._graphs._graphs.values()] == [_Graph]
     for a, b in zip(results["eager"], results["graphed"], strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inputs_reach_the_gpu_without_waiting_for_it():
+    from engine.device import to_device
+
+    values = torch.arange(1000)
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        copied = to_device(values, "cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(copied.cpu(), values)
