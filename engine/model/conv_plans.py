@@ -46,9 +46,12 @@ def shapes_are_steady() -> bool:
     return getattr(_local, "steady", False)
 
 
+def gpu_inference(x: Tensor) -> bool:
+    """Whether a layer about to run on `x` runs on a GPU with no gradient to record."""
+    return x.device.type == "cuda" and not (torch.is_grad_enabled() and x.requires_grad)
+
+
 def avoid_setup(x: Tensor) -> bool:
     """Whether a layer about to run on `x` should avoid cuDNN kernels with a costly
     per-shape set-up: on a GPU, for inference outside `steady_shapes`."""
-    if x.device.type != "cuda" or (torch.is_grad_enabled() and x.requires_grad):
-        return False
-    return not shapes_are_steady()
+    return gpu_inference(x) and not shapes_are_steady()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.model.conv_plans import avoid_setup
+from engine.model.conv_plans import avoid_setup, gpu_inference
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -332,7 +332,7 @@ def _gemm_pays(x: Tensor, weight: Tensor) -> bool:
     takes a fraction of that. Training keeps cuDNN (im2col would hold the unfolded batch
     for the backward pass)."""
     k = weight.shape[-1]
-    if x.device.type != "cuda" or k < 5 or (torch.is_grad_enabled() and x.requires_grad):
+    if k < 5 or not gpu_inference(x):
         return False
     b, c, h, w = x.shape
     return b * c * k * k * (h - k + 1) * (w - k + 1) <= GEMM_MAX_ELEMENTS
@@ -397,9 +397,7 @@ class StyledConv(nn.Module):
 def _one_pass_pays(x: Tensor) -> bool:
     """Whether a styled conv adds its bias and noise with `add_bias_and_noise`: in eager
     inference on a GPU. (Compiled code fuses the adds with the activation itself.)"""
-    if x.device.type != "cuda" or (torch.is_grad_enabled() and x.requires_grad):
-        return False
-    return not torch.compiler.is_compiling()
+    return gpu_inference(x) and not torch.compiler.is_compiling()
 
 
 def add_bias_and_noise(
