@@ -24,7 +24,8 @@ the iterator; closing the iterator early (or `should_stop`) lets the workers fin
 tile each is rendering and joins them.
 
 `TileRenderer` is what an export (engine.export) renders its tiles with; `SingleDevice`
-is the plain one-device loop, and engine.ray_tiles renders on a Ray cluster.
+is the one-device loop (on a GPU, one tile ahead), and engine.ray_tiles renders on a Ray
+cluster.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -41,9 +43,11 @@ import torch
 from engine.edits import Edit
 from engine.model.conv_plans import steady_shapes
 from engine.tiles import Rect
-from engine.world import World, to_uint8
+from engine.world import World, quantised, to_uint8
 
 log = logging.getLogger(__name__)
+
+QUEUED_AHEAD = 1  # tiles SingleDevice queues on a GPU beyond the one it hands back
 
 __all__ = ["SingleDevice", "TileRenderer", "TileWorkers", "render_tile", "replicas", "on_device"]
 
@@ -80,9 +84,33 @@ def render_tile(world: World, rect: Rect, lod: int, edits: tuple[Edit, ...]) -> 
     An export renders many tiles of one shape: `steady_shapes` lets cuDNN plan for them."""
     with steady_shapes():
         pixels = to_uint8(world.render_lod_float([rect], lod, edits))[0]  # [h, w, 3]
+    return _checked(pixels, rect)
+
+
+def _checked(pixels: np.ndarray, rect: Rect) -> np.ndarray:
     if pixels.shape != (rect.h, rect.w, 3):
         raise RuntimeError(f"render of {rect} returned {pixels.shape}")
     return pixels
+
+
+class _QueuedTile:
+    """A render tile whose GPU work is queued but perhaps not done: its uint8 pixels are
+    copied into pinned host memory when the GPU gets there, and `pixels` waits for that."""
+
+    def __init__(self, world: World, rect: Rect, lod: int, edits: tuple[Edit, ...]) -> None:
+        self.rect = rect
+        with steady_shapes():
+            rgb = world.render_lod_float([rect], lod, edits)  # [1, 3, h, w] on the GPU
+        on_gpu = quantised(rgb)[0]  # uint8 [h, w, 3]
+        self._host = torch.empty(on_gpu.shape, dtype=torch.uint8, pin_memory=True)
+        self._host.copy_(on_gpu, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record(torch.cuda.current_stream(on_gpu.device))
+
+    def pixels(self) -> np.ndarray:
+        """uint8 [h, w, 3], in memory of its own (the pinned buffer goes back to torch)."""
+        self._copied.synchronize()
+        return _checked(self._host.numpy().copy(), self.rect)
 
 
 def replicas(world: World, devices: Sequence[torch.device | str]) -> list[World]:
@@ -115,7 +143,12 @@ def on_device(world: World) -> Iterator[None]:
 
 
 class SingleDevice:
-    """The world's own device, one tile after the other on the calling thread."""
+    """The world's own device, one tile after the other on the calling thread.
+
+    On CUDA the next tile is queued before a tile is handed back (QUEUED_AHEAD): the GPU
+    renders it while the caller crops, encodes or hands on the last one, and the host
+    prepares its inputs while the GPU still works. Steady 2048 x 512 `paper` windows on an
+    H200: 44 -> 48 MP/s eager, 54 -> 61 MP/s compiled, the same bytes."""
 
     def __init__(self, world: World) -> None:
         self.world = world
@@ -126,15 +159,26 @@ class SingleDevice:
 
     def render_in_order(
         self,
-        rects: Sequence[Rect],
+        rects: Iterable[Rect],
         lod: int,
         edits: tuple[Edit, ...],
         should_stop: Callable[[], bool] = _never,
     ) -> Iterator[np.ndarray]:
+        if self.world.device.type != "cuda":
+            for rect in rects:
+                if should_stop():
+                    return
+                yield render_tile(self.world, rect, lod, edits)
+            return
+        queued: deque[_QueuedTile] = deque()
         for rect in rects:
             if should_stop():
                 return
-            yield render_tile(self.world, rect, lod, edits)
+            queued.append(_QueuedTile(self.world, rect, lod, edits))
+            if len(queued) > QUEUED_AHEAD:
+                yield queued.popleft().pixels()
+        while queued and not should_stop():
+            yield queued.popleft().pixels()
 
     def close(self) -> None:
         pass

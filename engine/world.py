@@ -667,7 +667,12 @@ class World:
         )
 
 
+def quantised(rgb: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] floats in [-1, 1] -> uint8 [B, H, W, 3] (contiguous), on their device."""
+    q = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return q.permute(0, 2, 3, 1).contiguous()
+
+
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] floats in [-1, 1] -> uint8 [B, H, W, 3] on the CPU."""
-    q = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return quantised(rgb).cpu().numpy()

@@ -114,3 +114,19 @@ def test_export_command_with_devices_writes_the_same_file(tmp_path, capsys):
     assert cli.main([*common, "--devices", "cpu,cpu", "--out", str(tmp_path / "two.tif")]) == 0
     assert "2 devices: cpu, cpu" in capsys.readouterr().err
     assert (tmp_path / "two.tif").read_bytes() == (tmp_path / "one.tif").read_bytes()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_one_gpu_renders_a_tile_ahead_with_the_same_bytes_and_stops():
+    from engine.tile_workers import SingleDevice, render_tile
+
+    world = World(load_generator(preset="lite", seed=0, device="cuda"), seed=3)
+    world.apply(RerollRegion(-4, -3, 5, 4, salt=5))
+    rects = [Rect(-700 + 512 * i, 300, 512, 256) for i in range(4)]
+    alone = [render_tile(world, r, 0, world.edits) for r in rects]
+    queued = list(SingleDevice(world).render_in_order(rects, 0, world.edits))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, queued, strict=True))
+    handed: list[np.ndarray] = []
+    for pixels in SingleDevice(world).render_in_order(rects, 0, world.edits, lambda: handed):
+        handed.append(pixels)  # the stop is seen before the next tile is queued or handed
+    assert len(handed) == 1 and np.array_equal(handed[0], alone[0])
