@@ -21,8 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="measure the throughput through the compiled generator, as export --compile renders",
     )
-    parser.add_argument("--block", type=int, help="render window side in pixels")
-    parser.add_argument("--batch", type=int, help="windows per generator call")
+    parser.add_argument(
+        "--window",
+        type=_window,
+        help="throughput render windows, WxH px (default: a gigapixel export's on this device)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput measurement time")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
 
@@ -35,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
         generator,
         precision=args.precision,
         compile=args.compile,
-        block_px=args.block,
-        batch=args.batch,
+        window=args.window,
         throughput_seconds=args.seconds,
         on_progress=lambda message: print(f"... {message}", file=sys.stderr, flush=True),
     )
@@ -44,3 +46,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(result_json(result))
     return 0
+
+
+def _window(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 2048x512, got {text!r}") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"a window is at least 16 x 16 px, got {text!r}")
+    return w, h

@@ -3,21 +3,24 @@
 Every figure is measured in the same process, so ratios (efficiency against the measured
 convolution peak) stay meaningful on noisy machines:
 
-- flops_per_pixel: generator FLOPs per final pixel at the throughput block size
+- flops_per_pixel: generator FLOPs per final pixel of one throughput window
   (torch.utils.flop_counter: convolutions and matrix products);
-- mp_per_s: warm throughput, megapixels of final full-resolution pixels per second, as an
-  export renders (blocks of one shape, in `steady_shapes`; with `compile`, through
+- mp_per_s: warm throughput, megapixels of final full-resolution pixels per second, handed
+  back as uint8 arrays in host memory, as an export renders them: windows of the shape a
+  gigapixel export renders on this device (`export_window`), one after the other through
+  engine.tile_workers.SingleDevice (on a GPU one window ahead; with `compile`, through
   `World.compiled()`, after its compilation; the views never compile);
 - first_viewport_s / first_viewport_warm_s: a complete 1920x1080 view at 1:1 through the
   tile scheduler the GUI uses, right after the model is loaded (cold), then on the same
   scheduler at a fresh area after a pause of `VIEW_PAUSE_S` (warm);
-- overview_s: a 1/16 overview of a 30,000 x 17,000 px area;
+- overview_s: a 1/16 overview of a 30,000 x 17,000 px area (`overview_px`);
 - peak_mem_mb: peak resident memory (CPU) or peak allocated GPU memory;
 - conv_peak_gflops: a large 3x3 convolution in the render precision on the same device.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import sys
@@ -31,15 +34,17 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.device import device_label
+from engine.export import ExportJob, plan_export
 from engine.model import Generator
-from engine.model.conv_plans import steady_shapes
 from engine.scheduler import TileResult, TileScheduler
+from engine.tile_workers import SingleDevice
 from engine.tiles import Rect, TileIndex, lod_rect, tiles_covering
 from engine.world import World
 
 VIEWPORT = (1920, 1080)
 OVERVIEW = (30_000, 17_000)
 VIEW_PAUSE_S = 3.0  # before the warm view: longer than a CPU scheduler's worker waits
+GIGAPIXEL_SIDE = 32_768  # px: the export whose render windows the throughput renders
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,13 @@ class BenchResult:
     preset: str
     device: str
     precision: str
-    block_px: int
-    batch: int
+    window: tuple[int, int]  # (w, h) of the throughput's render windows, px
     flops_per_pixel: float
     mp_per_s: float
     first_viewport_s: float
     first_viewport_warm_s: float
     overview_s: float
+    overview_px: tuple[int, int]  # (w, h) of the area seen at 1/16
     peak_mem_mb: float
     conv_peak_gflops: float
 
@@ -63,31 +68,30 @@ class BenchResult:
         return self.flops_per_pixel * self.mp_per_s * 1e6 / (self.conv_peak_gflops * 1e9)
 
 
-def default_block_px(world: World) -> int:
-    """Render window side (full-res px): larger windows waste less margin, smaller ones answer
-    sooner. 16 cells on CPUs, 32 cells on GPUs."""
-    cells = 32 if world.device.type == "cuda" else 16
-    return cells * world.config.cell_px
+def export_window(world: World) -> tuple[int, int]:
+    """(w, h) of the render windows of a 1:1 gigapixel TIFF export on `world`'s device."""
+    side = GIGAPIXEL_SIDE
+    return plan_export(world, ExportJob(Rect(0, 0, side, side), "bench.tif")).window_size
 
 
-def render_view(world: World, view: Rect, lod: int, block_px: int, batch: int) -> int:
-    """Render `view` (lod pixels) as aligned blocks, batching equal blocks; returns pixels."""
-    blocks = []
-    x0, y0 = view.x - view.x % block_px, view.y - view.y % block_px
-    for y in range(y0, view.bottom, block_px):
-        for x in range(x0, view.right, block_px):
-            part = Rect(x, y, block_px, block_px).intersection(view)
-            if part is not None:
-                blocks.append(part)
-    by_size: dict[tuple[int, int], list[Rect]] = {}
-    for b in blocks:
-        by_size.setdefault((b.w, b.h), []).append(b)
-    pixels = 0
-    for group in by_size.values():
-        for i in range(0, len(group), batch):
-            rgb = world.render_lod(group[i : i + batch], lod)
-            pixels += rgb.shape[0] * rgb.shape[1] * rgb.shape[2]
-    return pixels
+def throughput(world: World, window: tuple[int, int], seconds: float) -> float:
+    """MP/s of `window`-sized renders handed back as uint8 host arrays for about `seconds`,
+    after two warm-up windows (kernel set-up, and on a GPU the CUDA graph's capture)."""
+    w, h = window
+    x0 = 1 << 22
+    renderer = SingleDevice(world)
+    warm_up = [Rect(x0 - 2 * w, -h // 2, w, h), Rect(x0 - w, -h // 2, w, h)]
+    for _ in renderer.render_in_order(warm_up, 0, world.edits):
+        pass
+    windows = (Rect(x0 + i * w, -h // 2, w, h) for i in itertools.count())
+    count, start = 0, time.perf_counter()
+    for _ in renderer.render_in_order(windows, 0, world.edits):
+        count += 1
+        elapsed = time.perf_counter() - start  # to the last window handed back
+        if elapsed >= seconds:
+            break
+    _sync(world.device)  # the window queued after the last one
+    return count * w * h / elapsed / 1e6
 
 
 def time_views(
@@ -126,8 +130,8 @@ def time_views(
     return seconds
 
 
-def flops_per_pixel(generator: Generator, world: World, block_px: int) -> float:
-    rect = Rect(0, 0, block_px, block_px)
+def flops_per_pixel(world: World, window: tuple[int, int]) -> float:
+    rect = Rect(0, 0, *window)
     with FlopCounterMode(display=False) as counter:
         world.render_lod_float([rect], 0)
     return counter.get_total_flops() / rect.area
@@ -175,18 +179,17 @@ def run_bench(
     seed: int = 0,
     precision: str = "auto",
     compile: bool = False,
-    block_px: int | None = None,
-    batch: int | None = None,
+    window: tuple[int, int] | None = None,
     throughput_seconds: float = 5.0,
+    overview: tuple[int, int] = OVERVIEW,
     on_progress: Callable[[str], None] = lambda message: None,
 ) -> BenchResult:
-    """Measure one generator on its device; see the module docstring for each figure."""
+    """Measure one generator on its device; see the module docstring for each figure.
+    `window`: (w, h) of the throughput's render windows (default `export_window`);
+    `overview`: (w, h) of the area seen at 1/16."""
     world = World(generator, seed=seed, precision=precision)
     device = world.device
-    block = block_px or default_block_px(world)
-    batch = batch or (
-        1 if device.type == "cpu" else min(8, world.max_batch(Rect(0, 0, block, block), 0))
-    )
+    window = window or export_window(world)
     vw, vh = VIEWPORT
 
     on_progress("first viewport (cold), then another at a new place (warm)")
@@ -195,36 +198,28 @@ def run_bench(
 
     on_progress("throughput (compiling first)" if compile else "throughput")
     steady = world.compiled() if compile else world  # as an export renders
-    with steady_shapes():
-        strip = Rect(100_000 * block, -block, block * batch, block)  # whole blocks: one batch
-        render_view(steady, strip, 0, block, batch)  # warm-up (and compilation) for this shape
-        _sync(device)
-        pixels, x, start = 0, strip.right, time.perf_counter()
-        while time.perf_counter() - start < throughput_seconds:
-            strip = Rect(x, -block, block * batch, block)
-            pixels += render_view(steady, strip, 0, block, batch)
-            x += strip.w
-        _sync(device)
-    mp_per_s = pixels / (time.perf_counter() - start) / 1e6
+    mp_per_s = throughput(steady, window, throughput_seconds)
 
     on_progress("1/16 overview")
-    ow, oh = OVERVIEW
-    overview = _timed(lambda: world.render((-300_000 - ow // 2, -oh // 2, ow, oh), 1 / 16), device)
+    ow, oh = overview
+    overview_s = _timed(
+        lambda: world.render((-300_000 - ow // 2, -oh // 2, ow, oh), 1 / 16), device
+    )
 
     on_progress("FLOPs and convolution peak")
-    fpp = flops_per_pixel(generator, world, block)
+    fpp = flops_per_pixel(world, window)
     peak = conv_peak_gflops(device, world.dtype)
     return BenchResult(
         preset=generator.config.preset,
         device=device_label(device),
         precision=str(world.dtype).removeprefix("torch."),
-        block_px=block,
-        batch=batch,
+        window=window,
         flops_per_pixel=fpp,
         mp_per_s=mp_per_s,
         first_viewport_s=cold,
         first_viewport_warm_s=warm,
-        overview_s=overview,
+        overview_s=overview_s,
+        overview_px=overview,
         peak_mem_mb=_peak_mem_mb(device),
         conv_peak_gflops=peak,
     )
@@ -236,12 +231,13 @@ def format_result(result: BenchResult) -> str:
         [
             f"model preset        {result.preset}",
             f"device              {result.device} ({result.precision})",
-            f"render block        {result.block_px} px, batch {result.batch}",
+            f"render windows      {result.window[0]} x {result.window[1]} px",
             f"FLOPs per pixel     {result.flops_per_pixel / 1e3:,.1f} k",
             f"throughput (warm)   {result.mp_per_s:.2f} MP/s",
             f"first 1920x1080     {result.first_viewport_s:.2f} s cold, "
             f"{result.first_viewport_warm_s:.3f} s warm",
-            f"1/16 overview       {result.overview_s:.2f} s for 30,000 x 17,000 px",
+            f"1/16 overview       {result.overview_s:.2f} s for "
+            f"{result.overview_px[0]:,} x {result.overview_px[1]:,} px",
             f"peak memory         {result.peak_mem_mb:,.0f} MB",
             f"conv peak           {result.conv_peak_gflops:,.0f} GFLOP/s "
             f"(generator uses {100 * result.efficiency:.0f}%)",
