@@ -6,10 +6,10 @@ convolution peak) stay meaningful on noisy machines:
 - flops_per_pixel: generator FLOPs per final pixel of one throughput window
   (torch.utils.flop_counter: convolutions and matrix products);
 - mp_per_s: warm throughput, megapixels of final full-resolution pixels per second, handed
-  back as uint8 arrays in host memory, as an export renders them: windows of the shape a
-  gigapixel export renders on this device (`export_window`), one after the other through
-  engine.tile_workers.SingleDevice (on a GPU one window ahead; with `compile`, through
-  `World.compiled()`, after its compilation; the views never compile);
+  back as uint8 arrays in host memory, as an export renders them (engine.export's
+  `measure_speed`: windows of the shape a gigapixel export renders on this device, one after
+  the other, on a GPU one window ahead; with `compile`, through `World.compiled()`, after its
+  compilation; the views never compile);
 - first_viewport_s / first_viewport_warm_s: a complete 1920x1080 view at 1:1 through the
   tile scheduler the GUI uses, right after the model is loaded (cold), then on the same
   scheduler at a fresh area after a pause of `VIEW_PAUSE_S` (warm);
@@ -20,7 +20,6 @@ convolution peak) stay meaningful on noisy machines:
 
 from __future__ import annotations
 
-import itertools
 import json
 import resource
 import sys
@@ -34,17 +33,15 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.device import device_label
-from engine.export import ExportJob, plan_export
+from engine.export import export_window, measure_speed
 from engine.model import Generator
 from engine.scheduler import TileResult, TileScheduler
-from engine.tile_workers import SingleDevice
 from engine.tiles import Rect, TileIndex, lod_rect, tiles_covering
 from engine.world import World
 
 VIEWPORT = (1920, 1080)
 OVERVIEW = (30_000, 17_000)
 VIEW_PAUSE_S = 3.0  # before the warm view: longer than a CPU scheduler's worker waits
-GIGAPIXEL_SIDE = 32_768  # px: the export whose render windows the throughput renders
 
 
 @dataclass(frozen=True)
@@ -66,32 +63,6 @@ class BenchResult:
     def efficiency(self) -> float:
         """Useful generator FLOP/s as a fraction of the measured convolution peak."""
         return self.flops_per_pixel * self.mp_per_s * 1e6 / (self.conv_peak_gflops * 1e9)
-
-
-def export_window(world: World) -> tuple[int, int]:
-    """(w, h) of the render windows of a 1:1 gigapixel TIFF export on `world`'s device."""
-    side = GIGAPIXEL_SIDE
-    return plan_export(world, ExportJob(Rect(0, 0, side, side), "bench.tif")).window_size
-
-
-def throughput(world: World, window: tuple[int, int], seconds: float) -> float:
-    """MP/s of `window`-sized renders handed back as uint8 host arrays for about `seconds`,
-    after two warm-up windows (kernel set-up, and on a GPU the CUDA graph's capture)."""
-    w, h = window
-    x0 = 1 << 22
-    renderer = SingleDevice(world)
-    warm_up = [Rect(x0 - 2 * w, -h // 2, w, h), Rect(x0 - w, -h // 2, w, h)]
-    for _ in renderer.render_in_order(warm_up, 0, world.edits):
-        pass
-    windows = (Rect(x0 + i * w, -h // 2, w, h) for i in itertools.count())
-    count, start = 0, time.perf_counter()
-    for _ in renderer.render_in_order(windows, 0, world.edits):
-        count += 1
-        elapsed = time.perf_counter() - start  # to the last window handed back
-        if elapsed >= seconds:
-            break
-    _sync(world.device)  # the window queued after the last one
-    return count * w * h / elapsed / 1e6
 
 
 def time_views(
@@ -198,7 +169,7 @@ def run_bench(
 
     on_progress("throughput (compiling first)" if compile else "throughput")
     steady = world.compiled() if compile else world  # as an export renders
-    mp_per_s = throughput(steady, window, throughput_seconds)
+    mp_per_s = measure_speed(steady, 0, seconds=throughput_seconds, window=window)
 
     on_progress("1/16 overview")
     ow, oh = overview

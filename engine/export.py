@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -109,6 +110,7 @@ __all__ = [
     "ExportPlan",
     "ExportProgress",
     "UnfinishedExport",
+    "export_window",
     "measure_speed",
     "plan_export",
     "run_export",
@@ -387,20 +389,45 @@ def _even_side(length: int, most: int, step: int, cells: Callable[[int], int]) -
     return best
 
 
-def measure_speed(world: World, lod: int = 0, *, seconds: float = 2.0) -> float:
+GIGAPIXEL_SIDE = 32_768  # lod px: the export whose render windows `measure_speed` renders
+
+
+def export_window(world: World, lod: int = 0) -> tuple[int, int]:
+    """(w, h), lod px, of the render windows of a gigapixel TIFF export at `lod` on `world`."""
+    side = GIGAPIXEL_SIDE << lod
+    job = ExportJob(Rect(0, 0, side, side), "speed.tif", scale=2.0**-lod)
+    return plan_export(world, job).window_size
+
+
+def measure_speed(
+    world: World,
+    lod: int = 0,
+    *,
+    seconds: float = 2.0,
+    window: tuple[int, int] | None = None,
+) -> float:
     """Render speed for exports on `world`'s device, in megapixels (lod px) per second.
 
-    Renders one warm-up tile of `world.chunk_px(lod)` far from the origin, then tiles for
-    about `seconds` (at least one).
+    Renders windows of `window` (w, h) lod px (default `export_window`) far from the origin
+    as an export renders them (SingleDevice, each handed back as uint8 host pixels), for
+    about `seconds` (at least one window), timed to the last window handed back. Warm-up
+    first: one window, two on a GPU, whose second call of a shape captures its CUDA graph.
     """
-    side = world.chunk_px(lod)
-    x0, y = 1 << 20, -side // 2
-    world.render_lod([Rect(x0, y, side, side)], lod)
-    count, start = 0, time.perf_counter()
-    while count == 0 or time.perf_counter() - start < seconds:
+    w, h = window or export_window(world, lod)
+    x0 = 1 << 20
+    renderer = SingleDevice(world)
+    warm_up = 2 if world.device.type == "cuda" else 1
+    windows = (Rect(x0 + i * w, -h // 2, w, h) for i in itertools.count(-warm_up))
+    count, start = 0, 0.0
+    for index, _ in enumerate(renderer.render_in_order(windows, lod, world.edits)):
+        if index < warm_up:
+            start = time.perf_counter()  # when the last warm-up window was handed back
+            continue
         count += 1
-        world.render_lod([Rect(x0 + count * side, y, side, side)], lod)
-    return count * side * side / (time.perf_counter() - start) / 1e6
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    return count * w * h / elapsed / 1e6
 
 
 # Progress -----------------------------------------------------------------------------

@@ -4,8 +4,8 @@ import json
 
 from app import cli
 from engine import World, load_generator
-from engine.bench import export_window, format_result, result_json, run_bench
-from engine.export import ExportJob, plan_export
+from engine.bench import format_result, result_json, run_bench
+from engine.export import ExportJob, export_window, plan_export
 from engine.tiles import Rect
 
 
