@@ -416,13 +416,13 @@ def measure_speed(
     w, h = window or export_window(world, lod)
     x0 = 1 << 20
     renderer = SingleDevice(world)
-    warm_up = 2 if world.device.type == "cuda" else 1
-    windows = (Rect(x0 + i * w, -h // 2, w, h) for i in itertools.count(-warm_up))
-    count, start = 0, 0.0
-    for index, _ in enumerate(renderer.render_in_order(windows, lod, world.edits)):
-        if index < warm_up:
-            start = time.perf_counter()  # when the last warm-up window was handed back
-            continue
+    warm_ups = 2 if world.device.type == "cuda" else 1
+    warm_up = [Rect(x0 - i * w, -h // 2, w, h) for i in range(1, warm_ups + 1)]
+    for _ in renderer.render_in_order(warm_up, lod, world.edits):
+        pass
+    windows = (Rect(x0 + i * w, -h // 2, w, h) for i in itertools.count())
+    count, start = 0, time.perf_counter()
+    for _ in renderer.render_in_order(windows, lod, world.edits):
         count += 1
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
