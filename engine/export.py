@@ -39,8 +39,9 @@ complete (os.replace), so whatever is at `out` is whole. Beside it:
   crc32, payload), the payload being the strip exactly as encoded for the writer (its row
   of TIFF tiles; its piece of the PNG deflate stream, which for the libvips formats is the
   stream libvips reads); flushed per record, fsync'd by a background thread every
-  SYNC_SECONDS and when the export stops. It costs no extra compression, and disk about the
-  size of the output until the export completes; then spill and sidecar are deleted.
+  engine.files.SYNC_SECONDS and when the export stops. It costs no extra compression, and
+  disk about the size of the output until the export completes; then spill and sidecar are
+  deleted. The output itself is fsync'd the same way while it grows.
 
 **Resume** is the simple robust way. A resumed export checks that the sidecar names the same
 job (and refuses, listing the differences, otherwise), verifies the spill's records (a torn
@@ -94,7 +95,7 @@ from engine.export_formats import (
     ExportError,
     ImageSpec,
 )
-from engine.files import write_text_atomically
+from engine.files import BackgroundSync, write_text_atomically
 from engine.model import Generator
 from engine.tile_workers import SingleDevice, TileRenderer
 from engine.tile_workers import render_tile as render_window
@@ -127,7 +128,6 @@ QUEUE_TILES = 2  # rendered tiles waiting for the writer
 # an H200 wrote a `paper` gigapixel in 9.0 s, against 4.0 s with this bound.
 ENCODING_JOBS = 24
 ENCODE_JOB_PX = 2048  # about the width of a strip's rows that one encoder job compresses
-SYNC_SECONDS = 2.0  # the spill is fsync'd this often while it grows (and when it closes)
 SIDECAR_FORMAT = "infinity-canvas-export"
 SIDECAR_VERSION = 1
 # Raised whenever the engine's pixels change by float rounding on some device (2: on CUDA,
@@ -957,9 +957,9 @@ def _scan_spill(f: Any, key: bytes) -> tuple[dict[int, tuple[int, int]], int]:
 class _Spill:
     """Append-only file of encoded strips (see the module docstring): the writer `put`s each
     strip's payload as it writes it and `get`s the ones a resume does not encode again.
-    Safe to call from several threads. A background thread fsyncs it every SYNC_SECONDS
-    while it changes, so no writer ever waits for the disk; what a power cut loses of the
-    tail is found by the crc check of the next resume."""
+    Safe to call from several threads. A BackgroundSync fsyncs it while it changes, so no
+    writer ever waits for the disk; what a power cut loses of the tail is found by the crc
+    check of the next resume."""
 
     def __init__(self, path: Path, key: bytes, *, resume: bool) -> None:
         self.path = path
@@ -976,10 +976,7 @@ class _Spill:
         else:
             self._file.write(_SPILL_HEADER.pack(_SPILL_MAGIC, key))
         self._closed = False
-        self._dirty = threading.Event()
-        self._closing = threading.Event()
-        self._syncer = threading.Thread(target=self._sync, name="export-spill-sync")
-        self._syncer.start()
+        self._syncer = BackgroundSync(self._file.fileno(), path.name)
 
     def __contains__(self, strip: object) -> bool:
         return strip in self._index
@@ -1009,16 +1006,7 @@ class _Spill:
                 self._file.write(piece)
             self._file.flush()  # in the page cache: a crash of this process loses nothing
             self._index[index] = (offset + _RECORD.size, length)
-        self._dirty.set()
-
-    def _sync(self) -> None:
-        while not self._closing.wait(SYNC_SECONDS):
-            if self._dirty.is_set():
-                self._dirty.clear()
-                try:
-                    os.fsync(self._file.fileno())
-                except OSError:
-                    log.warning("could not fsync %s", self.path, exc_info=True)
+        self._syncer.changed()
 
     def close(self, *, sync: bool = True) -> None:
         """Stop the sync thread, fsync (unless `sync` is False: a spill about to be
@@ -1026,8 +1014,7 @@ class _Spill:
         if self._closed:
             return
         self._closed = True
-        self._closing.set()
-        self._syncer.join()
+        self._syncer.stop()
         try:
             self._file.flush()
             if sync:

@@ -49,6 +49,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from engine.files import BackgroundSync
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("tiff", "pyramid", "dzi", "png")
@@ -127,17 +129,23 @@ class NullStore:
 
 
 class OutputFile(io.BufferedWriter):
-    """A buffered binary output file; every write of this module passes `write`."""
+    """A buffered binary output file; every write of this module passes `write`. It goes to
+    the disk while it grows (engine.files.BackgroundSync), so the fsync before its rename
+    finds little left to write."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(io.FileIO(str(path), "wb"), buffer_size=1 << 20)
+        self._syncer = BackgroundSync(self.fileno(), Path(path).name)
 
     def write(self, data: Any) -> int:  # a seam for tests that simulate a full disk
-        return super().write(data)
+        written = super().write(data)
+        self._syncer.changed()
+        return written
 
     def close(self) -> None:
         """Flush, fsync (the file is renamed into place next) and close."""
         if not self.closed:
+            self._syncer.stop()
             try:
                 self.flush()
                 os.fsync(self.fileno())

@@ -669,3 +669,22 @@ def test_export_command_refuses_a_bad_scale_as_a_usage_error(tmp_path, capsys):
     argv = ["export", "--preset", "tiny", "--rect", "0,0,64,64", "--scale", "1/3"]
     assert cli.main([*argv, "--out", str(tmp_path / "a.tif")]) == 2
     assert "scale must be 1, 1/2" in capsys.readouterr().err
+
+
+def test_an_output_file_goes_to_the_disk_while_it_grows(tmp_path, monkeypatch):
+    from engine import files
+
+    synced = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.set()
+
+    monkeypatch.setattr(files, "SYNC_SECONDS", 0.01)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with export_formats.OutputFile(tmp_path / "out.bin") as f:
+        f.write(b"x" * (2 << 20))  # more than the buffer: it reaches the file
+        assert synced.wait(5)  # before the file is closed
+        syncer = f._syncer._thread
+    assert not syncer.is_alive() and (tmp_path / "out.bin").stat().st_size == 2 << 20
