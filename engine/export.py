@@ -537,7 +537,7 @@ def run_export(
     `compile`: render through `world.compiled()` (without `renderer`; with `one_shape`, so
     that one shape compiles): compiling takes a throwaway window first (see
     `World.compiled`), then the export runs faster (a `paper` gigapixel on an H200 in
-    23.1 s instead of 30.6 s; a 4096 x 4096 `lite` export on a 2-core CPU in 11.5-12.3 s
+    19.9 s instead of 24.6 s; a 4096 x 4096 `lite` export on a 2-core CPU in 11.5-12.3 s
     instead of 13.1-14.5 s). A resume renders as the export it continues did.
     `workers`: compression threads (default: all cores but two, 1 to 16).
     `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,

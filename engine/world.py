@@ -230,7 +230,8 @@ class World:
         Each new window shape compiles once (the CPU needs a C++ compiler): about 15 s for
         `paper` on an H200 and 33 s for `lite` on a 2-core CPU, or 3-5 s once torch's
         on-disk cache holds it, with up to 3 GB of memory in use meanwhile. Then `paper`'s
-        2048 x 512 windows render at 52 MP/s instead of 38 on the H200, and `lite`'s
+        2048 x 512 windows render at 54 MP/s instead of 44 on the H200 (61 and 48 as an
+        export renders them, one ahead: engine.tile_workers.SingleDevice), and `lite`'s
         1024 x 768 windows at 1.55 MP/s instead of 1.15 on the CPU. The numbers differ
         from eager ones by float rounding (one level in 0.02% of the CPU's pixels), the
         same in every process."""
