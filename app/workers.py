@@ -125,7 +125,7 @@ class TileFeed(QObject):
         generation: int,
         *,
         cache: TileCache,
-        block_tiles: int = 6,
+        block_tiles: int | None = None,  # the scheduler's choice for the device
         prefetch_ring: int = 1,
         batch_max: int | None = None,  # the scheduler's choice for the device
         worlds: Sequence[World] | None = None,  # replicas on several devices (TileScheduler)

@@ -8,10 +8,15 @@
 A request names a view (full-resolution world pixels), a zoom and an epoch. Its tiles
 (at `lod_for_scale(scale)`) plus a prefetch ring around them are looked up in the cache
 under `TileKey(tile, digest)`, where the digest covers exactly the edits that touch the
-tile (DESIGN.md §2); hits are delivered at once, misses become render jobs. A job is
-the bounding rectangle of missing tiles of one aligned block of `block_tiles` squared
-tiles, rendered as one window (every window pays a fixed margin of lattice cells, so
-one 512 px window is much cheaper than sixteen 128 px ones) and cut into tiles.
+tile (DESIGN.md §2); hits are delivered at once, misses become render jobs. A job is a
+rectangle of missing tiles rendered as one window and cut into tiles (every window pays
+a fixed margin of lattice cells, so one 512 px window is much cheaper than sixteen 128 px
+ones):
+- on a CPU, the bounding rectangle of the missing tiles of one aligned block of
+  `block_tiles` squared tiles: the first tiles near the view's centre come soon;
+- on a GPU, the missing tiles of the view as few windows as the world's activation budget
+  allows (`World.window_fits`): a 1920 x 1080 view is one or two windows, of the few shapes
+  a view of that size can have, so the GPU works on large windows and meets few new shapes.
 
 Threading model:
 - One worker thread per render world: the world itself, or `worlds`, replicas of it on
@@ -74,9 +79,10 @@ log = logging.getLogger(__name__)
 
 # A worker thread ends after this long without work (by device type; so a scheduler that
 # is never closed cannot keep the interpreter from exiting for longer). On an H200 a view
-# rendered on a thread that has planned its shapes takes 0.12 s for `paper` and 0.036 s
-# for `lite`, against 0.18 s and 0.11 s on a new thread.
+# rendered in 768-px blocks on a thread that had planned their shapes took 0.12 s for
+# `paper` and 0.036 s for `lite`, against 0.18 s and 0.11 s on a new thread.
 IDLE_EXIT_S = {"cpu": 2.0, "cuda": 60.0}
+CPU_BLOCK_TILES = 6  # block side on a CPU: 768 px windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +141,10 @@ class TileScheduler:
     """Renders the tiles a view needs on one worker thread per device, newest request first.
 
     `block_tiles`: side of the aligned blocks that missing tiles are grouped in (one
-    render window per block). `prefetch_ring`: tiles around the view to render after the
-    visible ones. `batch_max`: jobs of one shape rendered in one generator call.
+    render window per block); 0: no blocks, windows as large as the activation budget
+    allows; default (None) CPU_BLOCK_TILES on CPUs and 0 on GPUs. `prefetch_ring`: tiles around
+    the view to render after the visible ones. `batch_max`: jobs of one shape rendered in
+    one generator call (never more than the activation budget allows, `World.max_batch`).
     `worlds`: the worlds that render, one worker each: replicas of `world` on several
     devices (`engine.tile_workers.replicas`); default: `world` alone.
     """
@@ -147,7 +155,7 @@ class TileScheduler:
         on_tile: Callable[[TileResult], None],
         *,
         cache: TileCache | None = None,
-        block_tiles: int = 6,
+        block_tiles: int | None = None,
         prefetch_ring: int = 1,
         batch_max: int | None = None,
         worlds: Sequence[World] | None = None,
@@ -157,8 +165,10 @@ class TileScheduler:
         kind = "cuda" if world.device.type == "cuda" else "cpu"
         if batch_max is None:
             batch_max = 4 if kind == "cuda" else 1
-        if block_tiles < 1 or prefetch_ring < 0 or batch_max < 1:
-            raise ValueError("need block_tiles >= 1, prefetch_ring >= 0 and batch_max >= 1")
+        if block_tiles is None:
+            block_tiles = CPU_BLOCK_TILES if kind == "cpu" else 0
+        if block_tiles < 0 or prefetch_ring < 0 or batch_max < 1:
+            raise ValueError("need block_tiles >= 0, prefetch_ring >= 0 and batch_max >= 1")
         self.world = world
         self.worlds = [world] if worlds is None else list(worlds)
         if not self.worlds:
@@ -317,20 +327,40 @@ class TileScheduler:
         b = self._block_tiles
         blocks: dict[tuple[int, int], list[TileKey]] = {}
         for key in keys:
-            blocks.setdefault((key.tile.tx // b, key.tile.ty // b), []).append(key)
+            block = (key.tile.tx // b, key.tile.ty // b) if b else (0, 0)
+            blocks.setdefault(block, []).append(key)
         jobs = []
         for block in blocks.values():
             for part in _rectangles(block):
-                rect = part[0].tile.rect
-                for key in part[1:]:
-                    rect = rect.union(key.tile.rect)
-                jobs.append(_Job(lod, rect, tuple(part), edits, prefetch))
+                pieces = [part] if b else self._within_budget(part, lod)
+                for piece in pieces:
+                    rect = _bounds(piece)
+                    jobs.append(_Job(lod, rect, tuple(piece), edits, prefetch))
 
         def distance(job: _Job) -> float:
             r = job.rect
             return (r.x + r.w / 2 - centre[0]) ** 2 + (r.y + r.h / 2 - centre[1]) ** 2
 
         return sorted(jobs, key=distance)
+
+    def _within_budget(self, part: list[TileKey], lod: int) -> list[list[TileKey]]:
+        """A full rectangle of tiles cut across its longer side into as few nearly equal
+        pieces as keep each window within the world's activation budget."""
+        columns = len({k.tile.tx for k in part})
+        rows = len({k.tile.ty for k in part})
+
+        def line(key: TileKey) -> int:
+            return key.tile.tx if columns >= rows else key.tile.ty
+
+        lines = sorted({line(k) for k in part})
+        for n in range(1, len(lines) + 1):
+            piece_of = {v: i * n // len(lines) for i, v in enumerate(lines)}
+            pieces: list[list[TileKey]] = [[] for _ in range(n)]
+            for key in part:
+                pieces[piece_of[line(key)]].append(key)
+            if n == len(lines) or all(self.world.window_fits(_bounds(p), lod) for p in pieces):
+                return pieces
+        raise AssertionError("a rectangle of tiles has at least one line")
 
     # Worker -----------------------------------------------------------------------------
 
@@ -380,8 +410,9 @@ class TileScheduler:
         # Caller holds the lock.
         first = self._queue.pop(0)
         batch = [first]
+        limit = min(self._batch_max, self.world.max_batch(first.rect, first.lod))
         for job in list(self._queue):
-            if len(batch) == self._batch_max:
+            if len(batch) == limit:
                 break
             if (
                 job.lod == first.lod
@@ -399,7 +430,7 @@ class TileScheduler:
         start = time.perf_counter()
         try:
             rgb = world.render_lod_float([j.rect for j in batch], first.lod, first.edits)
-            images = to_uint8(rgb)  # [B, h, w, 3]
+            images = to_uint8(rgb, pinned=True)  # [B, h, w, 3], copied into the cache
             if images.shape != (len(batch), first.rect.h, first.rect.w, 3):
                 raise ValueError(f"render returned {images.shape} for {len(batch)} x {first.rect}")
             seconds = time.perf_counter() - start
@@ -445,22 +476,32 @@ class TileScheduler:
             log.exception("on_tile failed for %s", result.key)
 
 
+def _bounds(keys: list[TileKey]) -> Rect:
+    """The union of the tiles' rects (lod pixels)."""
+    rect = keys[0].tile.rect
+    for key in keys[1:]:
+        rect = rect.union(key.tile.rect)
+    return rect
+
+
 def _rectangles(keys: list[TileKey]) -> list[list[TileKey]]:
-    """Split tiles of one block into few full rectangles: the whole bounding box when every
-    tile of it is there, else runs along rows or along columns, whichever are fewer."""
+    """Split tiles into few full rectangles: the whole bounding box when every tile of it is
+    there, else runs along rows (or columns, whichever give fewer rectangles), runs of the
+    same extent in consecutive rows (columns) merged: a ring of tiles is four rectangles."""
     xs = [k.tile.tx for k in keys]
     ys = [k.tile.ty for k in keys]
     if len(keys) == (max(xs) - min(xs) + 1) * (max(ys) - min(ys) + 1):
         return [keys]
-    rows = _runs(keys, lambda t: (t.ty, t.tx))
-    columns = _runs(keys, lambda t: (t.tx, t.ty))
+    rows = _merged_runs(keys, lambda t: (t.ty, t.tx))
+    columns = _merged_runs(keys, lambda t: (t.tx, t.ty))
     return rows if len(rows) <= len(columns) else columns
 
 
-def _runs(
+def _merged_runs(
     keys: list[TileKey], order: Callable[[TileIndex], tuple[int, int]]
 ) -> list[list[TileKey]]:
-    """Maximal runs of consecutive tiles along the minor axis of `order` (major, minor)."""
+    """Maximal runs of consecutive tiles along the minor axis of `order` (major, minor),
+    each merged with the run of the same extent on the previous major line, if any."""
     runs: list[list[TileKey]] = []
     previous: tuple[int, int] | None = None
     for key in sorted(keys, key=lambda k: order(k.tile)):
@@ -470,4 +511,16 @@ def _runs(
         else:
             runs.append([key])
         previous = (major, minor)
-    return runs
+    rectangles: list[list[TileKey]] = []
+    last: dict[tuple[int, int], tuple[int, list[TileKey]]] = {}  # extent -> (major, rectangle)
+    for run in runs:
+        major, first = order(run[0].tile)
+        extent = (first, order(run[-1].tile)[1])
+        before = last.get(extent)
+        if before is not None and before[0] == major - 1:
+            before[1].extend(run)
+            last[extent] = (major, before[1])
+        else:
+            rectangles.append(list(run))
+            last[extent] = (major, rectangles[-1])
+    return rectangles

@@ -365,6 +365,10 @@ class World:
             largest = max(largest, cfg.texture_channels[i // 2] * w * h)
         return largest
 
+    def window_fits(self, rect: Rect, lod: int) -> bool:
+        """Whether one window of `rect` (lod pixels) stays within the activation budget."""
+        return self.largest_activation(rect, lod) <= self._budget
+
     def max_batch(self, rect: Rect, lod: int) -> int:
         """How many windows of `rect`'s size one call may render within the activation budget."""
         return max(1, self._budget // self.largest_activation(rect, lod))
@@ -439,7 +443,7 @@ class World:
             for x in range(0, rect.w, step):
                 part = Rect(rect.x + x, rect.y + y, min(step, rect.w - x), min(step, rect.h - y))
                 rgb = self.render_lod_float([part], lod, calibrated=calibrated)
-                out[y : y + part.h, x : x + part.w] = to_uint8(rgb)[0]
+                out[y : y + part.h, x : x + part.w] = to_uint8(rgb, pinned=True)[0]
         return out
 
     def render_lod(self, rects: Sequence[Rect], lod: int) -> np.ndarray:
@@ -674,6 +678,15 @@ def quantised(rgb: torch.Tensor) -> torch.Tensor:
     return q.permute(0, 2, 3, 1).contiguous()
 
 
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] floats in [-1, 1] -> uint8 [B, H, W, 3] on the CPU."""
-    return quantised(rgb).cpu().numpy()
+def to_uint8(rgb: torch.Tensor, *, pinned: bool = False) -> np.ndarray:
+    """[B, 3, H, W] floats in [-1, 1] -> uint8 [B, H, W, 3] on the CPU.
+
+    `pinned`: from a GPU, copy through pinned host memory (a copy to pageable memory took
+    4.5 ms on an H200 for the 7.9 MB of a 2048 x 1280 view window, 1.8 GB/s).
+    The array is then a view of torch's pool of pinned memory: for arrays that are copied
+    or dropped soon."""
+    q = quantised(rgb)
+    if not pinned or q.device.type != "cuda":
+        return q.cpu().numpy()
+    host = torch.empty(q.shape, dtype=torch.uint8, pin_memory=True)
+    return host.copy_(q).numpy()

@@ -180,6 +180,21 @@ def test_both_blur_implementations_give_the_same_numbers():
         torch.testing.assert_close(shifted, depthwise(x, blur.kernel, padding=p))
 
 
+def test_the_blur_folded_into_the_upsampling_weights_gives_the_same_numbers():
+    from engine.model.layers import ModulatedConv2d, blurred_upsampling_weight
+
+    conv = ModulatedConv2d(6, 4, 3, 8, upsample=True)
+    weight = torch.randn(4, 6, 3, 3).transpose(0, 1)  # [Cin, Cout, 3, 3], as _conv passes it
+    bias = torch.randn(4)
+    for h, w in ((5, 5), (9, 14)):
+        x = torch.randn(2, 6, h, w)
+        up = torch.nn.functional.conv_transpose2d(x, weight, stride=2, padding=1)
+        expected = conv.blur(up, bias)  # [2, 4, 2h - 3, 2w - 3]
+        blurred = blurred_upsampling_weight(weight, conv.blur_spread)
+        folded = torch.nn.functional.conv_transpose2d(x, blurred, bias, stride=2, padding=3)
+        torch.testing.assert_close(folded, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_skip_upsampling_by_interpolation_equals_the_transposed_conv():
     from engine.model.layers import ToRGB, upsample_skip
 

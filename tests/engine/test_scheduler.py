@@ -26,8 +26,14 @@ WAIT_S = 60.0  # generous bound for waits that normally take milliseconds
 class FakeWorld:
     """Duck-typed World: lod pixel (x, y) renders as (x mod 251, y mod 251, lod)."""
 
-    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        delay: float = 0.0,
+        gate: threading.Event | None = None,
+        max_window_tiles: int = 10_000,  # stands for the activation budget
+    ) -> None:
         self.edits: tuple = ()
+        self.max_window_tiles = max_window_tiles
         self.device = torch.device("cpu")
         self.delay = delay
         self.gate = gate
@@ -47,6 +53,12 @@ class FakeWorld:
 
     def add_listener(self, callback) -> None:
         pass
+
+    def window_fits(self, rect: Rect, lod: int) -> bool:
+        return rect.area // TILE_PX**2 <= self.max_window_tiles
+
+    def max_batch(self, rect: Rect, lod: int) -> int:
+        return max(1, self.max_window_tiles // (rect.area // TILE_PX**2))
 
     def render_lod_float(self, rects, lod, edits=None) -> torch.Tensor:
         self.calls.append((lod, list(rects)))
@@ -209,6 +221,44 @@ def test_same_shape_jobs_are_batched_into_one_render_call(make_scheduler):
     assert s.wait_idle(WAIT_S)
     assert [len(rects) for _, rects in world.calls] == [4, 4]
     assert len(got.results) == 8
+
+
+def test_a_batch_stays_within_the_activation_budget(make_scheduler):
+    world, got = FakeWorld(max_window_tiles=2), Collector()
+    s = make_scheduler(world, got, block_tiles=1, prefetch_ring=0, batch_max=4)
+    s.request(Rect(0, 0, 4 * TILE_PX, 2 * TILE_PX), scale=1.0, epoch=1)
+    assert s.wait_idle(WAIT_S)
+    assert [len(rects) for _, rects in world.calls] == [2, 2, 2, 2]
+    assert len(got.results) == 8
+
+
+def test_without_blocks_a_view_is_one_window(make_scheduler):
+    world, got = FakeWorld(), Collector()
+    s = make_scheduler(world, got, block_tiles=0, prefetch_ring=1)
+    view = Rect(-1000, -300, 1920, 1080)
+    s.request(view, scale=1.0, epoch=1)
+    assert s.wait_idle(WAIT_S)
+    visible = tiles_covering(view, 0)
+    assert world.calls[0] == (0, [Rect(-1024, -384, 16 * TILE_PX, 10 * TILE_PX)])
+    assert set(got.tiles()[: len(visible)]) == set(visible)
+    assert len(got.results) == (16 + 2) * (10 + 2)
+    assert len(world.calls) == 5  # the view, then the ring's four sides
+    for result in got.results:
+        assert_shows_its_position(result)
+
+
+def test_without_blocks_the_budget_cuts_a_view_into_nearly_equal_windows(make_scheduler):
+    world, got = FakeWorld(max_window_tiles=60), Collector()
+    s = make_scheduler(world, got, block_tiles=0, prefetch_ring=0, batch_max=1)
+    view = Rect(0, 0, 16 * TILE_PX, 10 * TILE_PX)  # 160 tiles: three pieces of columns
+    s.request(view, scale=1.0, epoch=1)
+    assert s.wait_idle(WAIT_S)
+    widths = sorted(rect.w // TILE_PX for _, rects in world.calls for rect in rects)
+    assert widths == [5, 5, 6]
+    assert all(rect.h == view.h for _, rects in world.calls for rect in rects)
+    assert sorted(got.tiles()) == sorted(tiles_covering(view, 0))
+    for result in got.results:
+        assert_shows_its_position(result)
 
 
 def test_a_tile_in_flight_is_delivered_to_a_newer_request_without_rendering_again(
