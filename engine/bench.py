@@ -3,8 +3,10 @@
 Every figure is measured in the same process, so ratios (efficiency against the measured
 convolution peak) stay meaningful on noisy machines:
 
-- flops_per_pixel: generator FLOPs per final pixel of one throughput window
-  (torch.utils.flop_counter: convolutions and matrix products);
+- flops_per_pixel: generator FLOPs per final pixel of one throughput window, on the
+  kernels the throughput uses (torch.utils.flop_counter: convolutions and matrix products;
+  a GPU's views fold each upsampling blur into a larger transposed convolution, about a
+  third more FLOPs for `paper`, with no set-up per window shape);
 - mp_per_s: warm throughput, megapixels of final full-resolution pixels per second, handed
   back as uint8 arrays in host memory, as an export renders them (engine.export's
   `measure_speed`: windows of the shape a gigapixel export renders on this device, one after
@@ -35,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from engine.device import device_label
 from engine.export import export_window, measure_speed
 from engine.model import Generator
+from engine.model.conv_plans import steady_shapes
 from engine.scheduler import TileResult, TileScheduler
 from engine.tiles import Rect, TileIndex, lod_rect, tiles_covering
 from engine.world import World
@@ -102,9 +105,13 @@ def time_views(
 
 
 def flops_per_pixel(world: World, window: tuple[int, int]) -> float:
+    """Counted on the kernels the throughput renders with (`steady_shapes`, as an export),
+    op by op: on a fresh World, whose first call of a shape runs before any CUDA graph of
+    it is captured (a graph's replay would count nothing)."""
+    counted = World(world.generator, world.seed, precision=world.precision)
     rect = Rect(0, 0, *window)
-    with FlopCounterMode(display=False) as counter:
-        world.render_lod_float([rect], 0)
+    with steady_shapes(), FlopCounterMode(display=False) as counter:
+        counted.render_lod_float([rect], 0)
     return counter.get_total_flops() / rect.area
 
 
