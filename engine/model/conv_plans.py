@@ -21,7 +21,7 @@ graphs (engine.model.graphs), with the same kernels and numbers.
 
 (The skip RGB of every layer is upsampled by linear interpolation on a GPU in either
 case: its grouped transposed convolution had the same costly set-up, and a gigapixel
-export took 25 s and 1,498 MB at its peak with interpolation against 26.7 s and 1,529 MB
+export took 25 s and 1,498 MiB at its peak with interpolation against 26.7 s and 1,529 MiB
 without.)
 """
 
