@@ -52,8 +52,9 @@ class Blur(nn.Module):
     Same numbers two ways: a depthwise convolution, or shifted adds on a GPU where
     gradients flow (the depthwise backward pass is slow: training ran 3.6x faster on an
     H100 with shifted adds), where torch.compile traces (compiled shifted adds fuse with the
-    bias, noise and activation around them) and where cuDNN's set-up for each new shape
-    would stall a view (engine.model.conv_plans).
+    bias, noise and activation around them) and for inference outside `steady_shapes`,
+    where cuDNN's set-up for each new shape would stall (engine.model.conv_plans; the
+    generator's upsampling layers fold their blur into their weights there instead).
     """
 
     def __init__(self, taps: list[int], *, gain: float = 1.0, padding: int = 0) -> None:
@@ -303,6 +304,7 @@ class ModulatedConv2d(nn.Module):
         bias = None if bias is None else bias.to(x.dtype)
         if self.upsample and avoid_setup(x):  # the blur folded in: no depthwise conv to plan
             blurred = blurred_upsampling_weight(weight.transpose(0, 1), self.blur_spread)
+            # [B, Cin, H, W] -> [B, Cout, 2H-3, 2W-3], as the two steps below
             return F.conv_transpose2d(x, blurred.to(x.dtype), bias, stride=2, padding=3)
         weight = weight.to(x.dtype)
         if not self.upsample:
