@@ -239,6 +239,8 @@ class TrainingProcess(QObject):
         program, *args = self.command(request)
         log.info("starting training: %s", " ".join(self.command(request)))
         proc.start(program, args)
+        # Known at once on success; `started` comes later, through the event loop.
+        self._pid = int(proc.processId())
 
     def stop(self) -> None:
         """Ask the run to stop after its current step (state saved); returns at once."""
