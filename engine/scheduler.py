@@ -14,9 +14,10 @@ a fixed margin of lattice cells, so one 512 px window is much cheaper than sixte
 ones):
 - on a CPU, the bounding rectangle of the missing tiles of one aligned block of
   `block_tiles` squared tiles: the first tiles near the view's centre come soon;
-- on a GPU, the missing tiles of the view as few windows as the world's activation budget
-  allows (`World.window_fits`): a 1920 x 1080 view is one or two windows, of the few shapes
-  a view of that size can have, so the GPU works on large windows and meets few new shapes.
+- on a GPU, the missing tiles of the view as few windows as the world's view budget
+  allows (`World.window_fits`, engine.world.view_budget): a 1920 x 1080 view is one window
+  (for `paper` on a GPU of 24 GB or more, else two), of the few shapes a view of that size
+  can have, so the GPU works on large windows and meets few new shapes.
 
 Threading model:
 - One worker thread per render world: the world itself, or `worlds`, replicas of it on
@@ -141,10 +142,10 @@ class TileScheduler:
     """Renders the tiles a view needs on one worker thread per device, newest request first.
 
     `block_tiles`: side of the aligned blocks that missing tiles are grouped in (one
-    render window per block); 0: no blocks, windows as large as the activation budget
+    render window per block); 0: no blocks, windows as large as the view budget
     allows; default (None) CPU_BLOCK_TILES on CPUs and 0 on GPUs. `prefetch_ring`: tiles around
     the view to render after the visible ones. `batch_max`: jobs of one shape rendered in
-    one generator call (never more than the activation budget allows, `World.max_batch`).
+    one generator call (never more than the view budget allows, `World.max_batch`).
     `worlds`: the worlds that render, one worker each: replicas of `world` on several
     devices (`engine.tile_workers.replicas`); default: `world` alone.
     """
@@ -345,7 +346,7 @@ class TileScheduler:
 
     def _within_budget(self, part: list[TileKey], lod: int) -> list[list[TileKey]]:
         """A full rectangle of tiles cut across its longer side into as few nearly equal
-        pieces as keep each window within the world's activation budget."""
+        pieces as keep each window within the world's view budget."""
         columns = len({k.tile.tx for k in part})
         rows = len({k.tile.ty for k in part})
 

@@ -1,5 +1,7 @@
 """The central invariant: a tile is a pure function of (weights, seed, edits, position, lod)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,13 @@ import torch
 from engine.edits import RerollRegion, edit_from_json
 from engine.latents import Field, Stream, field_key, normal_fields, normal_grid, normal_grids
 from engine.tiles import Rect
-from engine.world import World
+from engine.world import (
+    ACTIVATION_BUDGET,
+    VIEW_BUDGET_MAX,
+    VIEW_BYTES_PER_ELEMENT,
+    World,
+    view_budget,
+)
 
 from .conftest import assert_tiles_match_one_render
 
@@ -131,3 +139,21 @@ def test_public_api_renders_the_documented_shape():
     world = PublicWorld(public_loader(preset="tiny", seed=0, device="cpu"), seed=7)
     assert world.render((5, -7, 33, 21), scale=1.0).shape == (21, 33, 3)
     assert world.render((5, -7, 40, 20), scale=0.5).shape == (10, 20, 3)
+
+
+def test_views_get_a_larger_budget_only_on_a_gpu_with_room_for_it(monkeypatch):
+    cpu = ACTIVATION_BUDGET["cpu"]
+    assert view_budget(torch.device("cpu")) == cpu
+    memory = {"gib": 0}
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda device: SimpleNamespace(total_memory=memory["gib"] * 2**30),
+    )
+    budgets = {}
+    for gib in (8, 24, 141):
+        memory["gib"] = gib
+        budgets[gib] = view_budget(torch.device("cuda"))
+    assert budgets[8] == ACTIVATION_BUDGET["cuda"]  # never below the default
+    assert budgets[24] == 24 * 2**30 // VIEW_BYTES_PER_ELEMENT
+    assert budgets[141] == VIEW_BUDGET_MAX < 2**31  # below cuDNN's slow kernels
