@@ -38,16 +38,21 @@ class Stream(enum.IntEnum):
 
 
 def mix32(x: Tensor) -> Tensor:
-    """An avalanching 32-bit integer hash (the 'lowbias32' finaliser), on int64 tensors.
+    """An avalanching 32-bit integer hash (the 'lowbias32' finaliser), on int64 tensors:
+    of the low 32 bits of `x`, in a new tensor."""
+    return mix32_(x & _MASK)
 
-    Works in place on a fresh tensor of values in [0, 2**32); products stay below 2**63.
-    """
-    x = x & _MASK
-    x ^= x >> 16
-    x.mul_(0x7FEB352D).bitwise_and_(_MASK)
-    x ^= x >> 15
-    x.mul_(0x846CA68B).bitwise_and_(_MASK)
-    x ^= x >> 16
+
+def mix32_(x: Tensor) -> Tensor:
+    """`mix32` of values already in [0, 2**32), in place (products stay below 2**63).
+
+    With one scratch tensor for the shifts: on a CPU each new tensor of a window's two
+    million values cost as much as two in-place operations."""
+    scratch = torch.empty_like(x)
+    for shift, factor in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+        x ^= torch.bitwise_right_shift(x, shift, out=scratch)
+        x.mul_(factor).bitwise_and_(_MASK)
+    x ^= torch.bitwise_right_shift(x, 16, out=scratch)
     return x
 
 
@@ -61,8 +66,9 @@ def _key(*parts: int) -> int:
 
 
 def _normal_from_hash(h: Tensor, dtype: torch.dtype) -> Tensor:
-    uniform = (h >> 8).to(torch.float64).add_(0.5).mul_(1.0 / 2**24)  # exact, in (0, 1)
-    return torch.special.ndtri(uniform).to(dtype)
+    """Standard normal values of 32-bit hashes `h` (consumed: shifted in place)."""
+    uniform = h.bitwise_right_shift_(8).to(torch.float64).add_(0.5).mul_(1.0 / 2**24)  # (0, 1)
+    return torch.special.ndtri(uniform, out=uniform).to(dtype)
 
 
 def normal_grid(
@@ -141,16 +147,16 @@ def normal_fields(
     row_keys = mix32(mix32(row_in ^ key_in) ^ chan_in)  # per field [B, C, H], flat
     col_keys = mix32(col_in ^ 0x165667B1)  # per field [B, W], flat
 
-    pairs = []  # per field [B, C, H, W] of row_key ^ col_key
+    sizes = [len(f.origins) * f.channels * f.h * f.w for f in fields]
+    hashes = torch.empty(sum(sizes), dtype=torch.int64, device=inputs.device)
     row_at = col_at = 0
-    for f in fields:
+    for f, part in zip(fields, hashes.split(sizes), strict=True):  # [B, C, H, W] each
         b = len(f.origins)
         rk = row_keys[row_at : row_at + b * f.channels * f.h].view(b, f.channels, f.h, 1)
         ck = col_keys[col_at : col_at + b * f.w].view(b, 1, 1, f.w)
-        pairs.append((rk ^ ck).view(-1))
+        torch.bitwise_xor(rk, ck, out=part.view(b, f.channels, f.h, f.w))
         row_at, col_at = row_at + rk.numel(), col_at + ck.numel()
-    values = _normal_from_hash(mix32(torch.cat(pairs) if len(pairs) > 1 else pairs[0]), dtype)
-    sizes = [len(f.origins) * f.channels * f.h * f.w for f in fields]
+    values = _normal_from_hash(mix32_(hashes), dtype)
     return [
         part.view(len(f.origins), f.channels, f.h, f.w)
         for f, part in zip(fields, values.split(sizes), strict=True)

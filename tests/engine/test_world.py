@@ -116,6 +116,27 @@ def test_addressed_noise_does_not_depend_on_the_window():
     assert abs(big.mean().item()) < 0.05 and abs(big.std().item() - 1) < 0.05
 
 
+def test_addressed_values_never_change():
+    """Every world's pixels are made of these values: a change to the hash would change
+    every saved project and resumed export."""
+    key = field_key(7, Stream.NOISE, 1)
+    assert key == 2991923255
+    noise = normal_grid(key, -3, 5, 4, 1).flatten().tolist()
+    assert noise == [
+        -0.003005842911079526,
+        0.37233054637908936,
+        0.3682664632797241,
+        0.03568551689386368,
+    ]
+    latent = normal_grid(field_key(7, Stream.LOCAL_LATENT), 100, -2, 2, 1, channels=2)
+    assert latent.flatten().tolist() == [
+        2.041220188140869,
+        0.44632676243782043,
+        0.29687783122062683,
+        -0.7408604025840759,
+    ]
+
+
 def test_fields_drawn_together_equal_fields_drawn_alone():
     """One normal_fields call for a latent and several noise layers (as a render draws
     them) gives the same bits as drawing each field by itself."""
