@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from engine import load_generator
 from engine.edits import RerollRegion, edit_from_json
 from engine.latents import Field, Stream, field_key, normal_fields, normal_grid, normal_grids
 from engine.tiles import Rect
 from engine.world import (
     ACTIVATION_BUDGET,
+    MIN_CHUNK_PX,
     VIEW_BUDGET_MAX,
     VIEW_BYTES_PER_ELEMENT,
     World,
@@ -178,3 +180,10 @@ def test_views_get_a_larger_budget_only_on_a_gpu_with_room_for_it(monkeypatch):
     assert budgets[8] == ACTIVATION_BUDGET["cuda"]  # never below the default
     assert budgets[24] == 24 * 2**30 // VIEW_BYTES_PER_ELEMENT
     assert budgets[141] == VIEW_BUDGET_MAX < 2**31  # below cuDNN's slow kernels
+
+
+def test_render_chunks_keep_a_smallest_side_whatever_the_budget():
+    """`paper` on a CPU: its budget alone would allow 128-px windows, mostly margin."""
+    paper = World(load_generator(preset="paper", seed=0, device="cpu"), 0)
+    assert paper.largest_activation(Rect(0, 0, 512, 512), 0) > ACTIVATION_BUDGET["cpu"]
+    assert [paper.chunk_px(lod) for lod in range(4)] == [MIN_CHUNK_PX, MIN_CHUNK_PX // 2, 128, 128]
