@@ -64,15 +64,15 @@ if TYPE_CHECKING:
     from engine.placement import PhotoPlacement
 
 RENDER_CHUNK_PX = 2048  # largest window side `render` asks for at once, in lod pixels
+# Largest tensor of one generator call, in elements: bounds memory (latent hashing works in
+# int64), and on GPUs cuDNN slows down by half once a tensor exceeds 2**31 elements.
+ACTIVATION_BUDGET = {"cuda": 2**30, "cpu": 2**25}
 # Smallest side of a chunk at lod 0, whatever the budget (MIN_CHUNK_PX >> lod at lod > 0, at
 # least 128): smaller windows spend most of their work on margins. `paper`'s CPU budget
 # allowed 128-px windows: 0.044 MP/s on a 2-core CPU, against 0.101 MP/s at 512 x 512 (a
 # peak of 1.4 GB). At lod 4, 256-px chunks were slower than 128-px ones (29-30 s against
 # 24-26 s for a 12,000 x 8,000 px overview).
 MIN_CHUNK_PX = 512
-# Largest tensor of one generator call, in elements: bounds memory (latent hashing works in
-# int64), and on GPUs cuDNN slows down by half once a tensor exceeds 2**31 elements.
-ACTIVATION_BUDGET = {"cuda": 2**30, "cpu": 2**25}
 # Interactive windows (engine.scheduler's) may be larger on a GPU with room for them: fewer
 # windows per view, fewer shapes for cuDNN to plan. A window's peak is about 4 bytes of
 # GPU memory per element of its largest tensor (5.3 GB at 1.26 * 2**30), so it gets at most

@@ -165,21 +165,15 @@ def test_public_api_renders_the_documented_shape():
 
 
 def test_views_get_a_larger_budget_only_on_a_gpu_with_room_for_it(monkeypatch):
-    cpu = ACTIVATION_BUDGET["cpu"]
-    assert view_budget(torch.device("cpu")) == cpu
-    memory = {"gib": 0}
-    monkeypatch.setattr(
-        torch.cuda,
-        "get_device_properties",
-        lambda device: SimpleNamespace(total_memory=memory["gib"] * 2**30),
-    )
-    budgets = {}
-    for gib in (8, 24, 141):
-        memory["gib"] = gib
-        budgets[gib] = view_budget(torch.device("cuda"))
-    assert budgets[8] == ACTIVATION_BUDGET["cuda"]  # never below the default
-    assert budgets[24] == 24 * 2**30 // VIEW_BYTES_PER_ELEMENT
-    assert budgets[141] == VIEW_BUDGET_MAX < 2**31  # below cuDNN's slow kernels
+    def on_a_gpu_of(gib: int) -> int:
+        memory = SimpleNamespace(total_memory=gib * 2**30)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: memory)
+        return view_budget(torch.device("cuda"))
+
+    assert view_budget(torch.device("cpu")) == ACTIVATION_BUDGET["cpu"]
+    assert on_a_gpu_of(8) == ACTIVATION_BUDGET["cuda"]  # never below the default
+    assert on_a_gpu_of(24) == 24 * 2**30 // VIEW_BYTES_PER_ELEMENT
+    assert on_a_gpu_of(141) == VIEW_BUDGET_MAX < 2**31  # below cuDNN's slow kernels
 
 
 def test_render_chunks_keep_a_smallest_side_whatever_the_budget():
