@@ -53,9 +53,14 @@ def shapes_are_steady() -> bool:
     return getattr(_local, "steady", False)
 
 
+def inference(x: Tensor) -> bool:
+    """Whether a layer about to run on `x` has no gradient to record."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
 def gpu_inference(x: Tensor) -> bool:
     """Whether a layer about to run on `x` runs on a GPU with no gradient to record."""
-    return x.device.type == "cuda" and not (torch.is_grad_enabled() and x.requires_grad)
+    return x.device.type == "cuda" and inference(x)
 
 
 def avoid_setup(x: Tensor) -> bool:

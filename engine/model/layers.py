@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.model.conv_plans import avoid_setup, gpu_inference
+from engine.model.conv_plans import avoid_setup, gpu_inference, inference
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -67,8 +67,7 @@ class Blur(nn.Module):
 
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         # [B, C, H, W] -> [B, C, H + 2p - k + 1, W + 2p - k + 1]
-        grad = torch.is_grad_enabled() and x.requires_grad
-        shifted = grad or torch.compiler.is_compiling() or avoid_setup(x)
+        shifted = not inference(x) or torch.compiler.is_compiling() or avoid_setup(x)
         if x.device.type != "cuda" or not shifted:
             return depthwise(x, self.kernel, padding=self.padding, bias=bias)
         p = self.padding
@@ -431,8 +430,7 @@ class StyledConv(nn.Module):
 def _one_pass_pays(x: Tensor) -> bool:
     """Whether a styled conv adds its bias and noise with `add_bias_and_noise`: in eager
     inference. (Compiled code fuses the adds with the activation itself.)"""
-    inference = not (torch.is_grad_enabled() and x.requires_grad)
-    return inference and not torch.compiler.is_compiling()
+    return inference(x) and not torch.compiler.is_compiling()
 
 
 def add_bias_and_noise(
