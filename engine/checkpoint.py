@@ -24,7 +24,7 @@ from safetensors.torch import save as save_tensors
 from safetensors.torch import save_file
 from torch import nn
 
-from engine.device import resolve_device
+from engine.device import resolve_device, warming_up
 from engine.files import replace_atomically
 from engine.model import Discriminator, Generator, ModelConfig, preset_config
 
@@ -93,7 +93,12 @@ def read_checkpoint(
     path: str | Path, *, device: str | torch.device = "cpu", with_discriminator: bool = False
 ) -> Checkpoint:
     """Load and validate a checkpoint; raises CheckpointError with a clear message."""
-    path = Path(path)
+    device = resolve_device(device)
+    with warming_up(device):  # the GPU gets ready while the file is read
+        return _read_checkpoint(Path(path), device, with_discriminator)
+
+
+def _read_checkpoint(path: Path, device: torch.device, with_discriminator: bool) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_file():
@@ -128,7 +133,6 @@ def read_checkpoint(
     if with_discriminator and any(n.startswith("discriminator.") for n in tensors):
         discriminator = Discriminator(config)
         _load_strict(discriminator, _unprefixed("discriminator", tensors), path, "discriminator")
-    device = resolve_device(device)
     generator = _ready(generator, device)
     if discriminator is not None:
         discriminator = discriminator.to(device)
@@ -215,11 +219,12 @@ def random_generator(
     config: ModelConfig, *, seed: int = 0, device: str | torch.device = "cpu"
 ) -> Generator:
     """Generator with the training initialisation drawn from `seed` (same on every device)."""
-    fork_devices: list = []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(seed)
-        generator = Generator(config)
-    return _ready(generator, resolve_device(device))
+    device = resolve_device(device)
+    with warming_up(device):  # the GPU gets ready while the weights are drawn
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            generator = Generator(config)
+        return _ready(generator, device)
 
 
 def generator_bytes(generator: Generator) -> bytes:
@@ -240,9 +245,11 @@ def generator_from_bytes(data: bytes, *, device: str | torch.device = "cpu") -> 
     except Exception as exc:  # safetensors reports bad data with several exception types
         raise CheckpointError(f"unreadable generator bytes: {exc}") from exc
     config, _ = _parse_metadata(where, metadata)
-    generator = Generator(config)
-    _load_strict(generator, _unprefixed("generator", tensors), where, "generator")
-    return _ready(generator, resolve_device(device))
+    device = resolve_device(device)
+    with warming_up(device):  # the GPU gets ready while the weights are set
+        generator = Generator(config)
+        _load_strict(generator, _unprefixed("generator", tensors), where, "generator")
+        return _ready(generator, device)
 
 
 def file_digest(path: str | Path) -> str:

@@ -1,12 +1,21 @@
 """Checkpoints round-trip exactly and fail with clear messages."""
 
 import json
+import logging
+import threading
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine import CheckpointError, load_generator, read_checkpoint, save_checkpoint
+from engine import (
+    CheckpointError,
+    checkpoint,
+    device,
+    load_generator,
+    read_checkpoint,
+    save_checkpoint,
+)
 from engine.checkpoint import Provenance, random_generator
 from engine.model import Discriminator, preset_config
 
@@ -108,3 +117,20 @@ def test_missing_file_and_bad_config_are_user_errors(tmp_path):
     )
     with pytest.raises(CheckpointError, match="unknown fields: bogus"):
         load_generator(path)
+
+
+def test_the_gpu_warm_up_ends_with_the_load_and_its_failure_only_logs(
+    tiny_checkpoint, monkeypatch, caplog
+):
+    generator, path = tiny_checkpoint
+    # The loads warm up CUDA whatever this machine has: without a GPU that fails.
+    monkeypatch.setattr(checkpoint, "warming_up", lambda _: device.warming_up(torch.device("cuda")))
+    with caplog.at_level(logging.WARNING, logger="engine.device"):
+        loaded = read_checkpoint(path, device="cpu").generator
+        drawn = random_generator(preset_config("tiny"), seed=4)
+        sent = checkpoint.generator_from_bytes(checkpoint.generator_bytes(generator))
+    assert not any(t.name == "gpu-warm-up" for t in threading.enumerate())
+    for other in (loaded, drawn, sent):
+        assert torch.equal(_render(other), _render(generator))
+    if not torch.cuda.is_available():
+        assert caplog.text.count("warming up cuda failed") == 3
