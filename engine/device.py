@@ -1,4 +1,5 @@
-"""Device choice and inference precision (`auto` = CUDA, then MPS, then CPU).
+"""Device choice and inference precision (`auto` = CUDA, then MPS, then CPU), and readying
+a GPU while a model loads (`warming_up`).
 
 `resolve_devices` turns a device list (`cuda:0,cuda:1`, `all`, `cpu,cpu`) into the devices
 of a multi-device render (engine.tile_workers): one worker per entry.
@@ -95,7 +96,7 @@ def warming_up(device: torch.device) -> Iterator[None]:
     readies the GPU for the first render: the CUDA context, and the cuDNN and cuBLAS
     libraries with their kernels for the layer kinds a render runs, in the precisions it
     uses. Otherwise the first view pays for them: on an H200 the first 1920 x 1080 `paper`
-    view of a process took 0.57-0.62 s without this and 0.35-0.36 s with it, after loads
+    view of a process took 0.57-0.62 s without this and 0.35-0.39 s with it, after loads
     of 0.6-0.7 s either way. The thread is joined on leaving; its failure is only logged
     (the render meets the problem again and reports it)."""
     thread = None
