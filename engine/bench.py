@@ -82,14 +82,13 @@ def time_views(
     visible tile of each view in turn, with `pause_s` of idleness before each view after
     the first."""
     state = threading.Condition()
-    need: set[TileIndex] = set()
-    got: set[TileIndex] = set()
+    missing: set[TileIndex] = set()  # of the current view (one set operation per tile)
 
     def on_tile(result: TileResult) -> None:
         with state:
             if result.rgb is not None:
-                got.add(result.key.tile)
-            if need <= got:
+                missing.discard(result.key.tile)
+            if not missing:
                 state.notify_all()
 
     seconds = []
@@ -98,13 +97,12 @@ def time_views(
             if epoch > 1:
                 time.sleep(pause_s)
             with state:
-                need.clear()
-                need.update(tiles_covering(lod_rect(view, 0), 0))
-                got.clear()
+                missing.clear()
+                missing.update(tiles_covering(lod_rect(view, 0), 0))
             start = time.perf_counter()
             scheduler.request(view, 1.0, epoch)
             with state:
-                finished = state.wait_for(lambda: need <= got, timeout)
+                finished = state.wait_for(lambda: not missing, timeout)
             seconds.append(time.perf_counter() - start)
             if not finished:
                 raise RuntimeError(f"viewport not complete after {timeout} s")
