@@ -94,11 +94,13 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 def warming_up(device: torch.device) -> Iterator[None]:
     """Within: the caller builds or reads a model for `device` while, on CUDA, a thread
     readies the GPU for the first render: the CUDA context, and the cuDNN and cuBLAS
-    libraries with their kernels for the layer kinds a render runs, in the precisions it
-    uses. Otherwise the first view pays for them: on an H200 the first 1920 x 1080 `paper`
-    view of a process took 0.57-0.62 s without this and 0.35-0.39 s with it, after loads
-    of 0.6-0.7 s either way. The thread is joined on leaving; its failure is only logged
-    (the render meets the problem again and reports it)."""
+    libraries with their kernels for the layer kinds a render runs, in the render precision
+    (`fast_dtype`; kernels of a precision the render does not use would only hold memory).
+    Otherwise the first view pays for them: on an H200 the first 1920 x 1080 `paper` view
+    of a process took 0.57-0.62 s without this and 0.35-0.39 s with it (with float32
+    readied too), after loads of 0.6-0.7 s either way; a gigapixel export's peak memory
+    was 1,643 MiB with and without it. The thread is joined on leaving; its failure is only
+    logged (the render meets the problem again and reports it)."""
     thread = None
     if device.type == "cuda":
         thread = threading.Thread(target=_warm_up, args=(device,), name="gpu-warm-up")
@@ -113,15 +115,16 @@ def warming_up(device: torch.device) -> Iterator[None]:
 def _warm_up(device: torch.device) -> None:
     try:
         with torch.cuda.device(device), torch.no_grad():
-            for dtype in {torch.float32, fast_dtype(device)}:
-                # [1, 8, 16, 16]: a styled conv, an upsampling conv, bias and noise as a GEMM
-                x = torch.ones(1, 8, 16, 16, device=device, dtype=dtype)
-                x = x.contiguous(memory_format=torch.channels_last)
-                w = torch.ones(8, 8, 3, 3, device=device, dtype=dtype)
-                F.conv2d(x, w, padding=1)
-                F.conv_transpose2d(x, w, stride=2)
-                rows = x.permute(0, 2, 3, 1).reshape(-1, 8)
-                torch.addmm(rows, rows, w[:, :, 0, 0])
+            # [1, 8, 16, 16] in the render precision: a styled conv, an upsampling conv, bias
+            # and noise as a GEMM
+            dtype = fast_dtype(device)
+            x = torch.ones(1, 8, 16, 16, device=device, dtype=dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
+            w = torch.ones(8, 8, 3, 3, device=device, dtype=dtype)
+            F.conv2d(x, w, padding=1)
+            F.conv_transpose2d(x, w, stride=2)
+            rows = x.permute(0, 2, 3, 1).reshape(-1, 8)
+            torch.addmm(rows, rows, w[:, :, 0, 0])
         torch.cuda.synchronize(device)
     except Exception:  # a warm-up must never stop the load it hides behind
         log.warning("warming up %s failed", device, exc_info=True)
