@@ -17,8 +17,10 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
@@ -123,6 +125,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
 
 
+def run() -> None:
+    """The console script: `main`, then exit with its status.
+
+    A process that used a GPU skips the interpreter's teardown once its threads have ended
+    and the other exit handlers have run: tearing the CUDA libraries down allocated about
+    110 MiB, so a gigapixel export on an H200 peaked at 1,606-1,615 MiB with it and at
+    1,467-1,505 MiB without. Nothing of ours is left to release by then."""
+    status = [1]  # what a bug's traceback exits with
+    # Exit handlers run last-registered first; the ones of modules imported before this
+    # (logging's) would run after this one, so it calls them itself.
+    atexit.register(_end_without_gpu_teardown, status)
+    status[0] = main()
+    raise SystemExit(status[0])
+
+
+def _end_without_gpu_teardown(status: list[int]) -> None:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status[0])
+
+
 def _exit_status(code: object) -> int:
     if code is None:
         return 0
@@ -142,4 +169,4 @@ def _configure_logging(verbosity: int) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -5,8 +5,8 @@ convolution peak) stay meaningful on noisy machines:
 
 - flops_per_pixel: generator FLOPs per final pixel of one throughput window, on the
   kernels the throughput uses (torch.utils.flop_counter: convolutions and matrix products;
-  a GPU's views fold each upsampling blur into a larger transposed convolution, about a
-  third more FLOPs for `paper`, with no set-up per window shape);
+  eager code on a GPU folds each upsampling blur into a larger transposed convolution,
+  about a third more FLOPs for `paper` than compiled code runs, engine.model.kernel_choice);
 - mp_per_s: warm throughput, megapixels of final full-resolution pixels per second, handed
   back as uint8 arrays in host memory, as an export renders them (engine.export's
   `measure_speed`: windows of the shape a gigapixel export renders on this device, one after
@@ -23,6 +23,7 @@ convolution peak) stay meaningful on noisy machines:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import statistics
@@ -39,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from engine.device import device_label
 from engine.export import export_window, measure_speed
 from engine.model import Generator
-from engine.model.conv_plans import steady_shapes
+from engine.model.kernel_choice import compiled_kernels, steady_shapes
 from engine.scheduler import TileResult, TileScheduler
 from engine.tiles import Rect, TileIndex, lod_rect, tiles_covering
 from engine.world import World
@@ -109,13 +110,15 @@ def time_views(
     return seconds
 
 
-def flops_per_pixel(world: World, window: tuple[int, int]) -> float:
-    """Counted on the kernels the throughput renders with (`steady_shapes`, as an export),
-    op by op: on a fresh World, whose first call of a shape runs before any CUDA graph of
-    it is captured (a graph's replay would count nothing)."""
+def flops_per_pixel(world: World, window: tuple[int, int], *, compiled: bool = False) -> float:
+    """Counted on the kernels the throughput renders with (`steady_shapes`, as an export;
+    `compiled`: those compiled code runs), op by op: on a fresh World, whose first call of a
+    shape runs before any CUDA graph of it is captured (a graph's replay would count
+    nothing)."""
     counted = World(world.generator, world.seed, precision=world.precision)
     rect = Rect(0, 0, *window)
-    with steady_shapes(), FlopCounterMode(display=False) as counter:
+    as_compiled = compiled_kernels() if compiled else contextlib.nullcontext()
+    with steady_shapes(), as_compiled, FlopCounterMode(display=False) as counter:
         counted.render_lod_float([rect], 0)
     return counter.get_total_flops() / rect.area
 
@@ -190,7 +193,7 @@ def run_bench(
     )
 
     on_progress("FLOPs and convolution peak")
-    fpp = flops_per_pixel(world, window)
+    fpp = flops_per_pixel(world, window, compiled=compile)
     peak = conv_peak_gflops(device, world.dtype)
     return BenchResult(
         preset=generator.config.preset,

@@ -131,9 +131,10 @@ ENCODE_JOB_PX = 2048  # about the width of a strip's rows that one encoder job c
 SIDECAR_FORMAT = "infinity-canvas-export"
 SIDECAR_VERSION = 1
 # Raised whenever the engine's pixels change by float rounding on some device (2: on CUDA,
-# G_S's convs as a GEMM and the bias and noise added in one pass). A resume of an export
-# begun by an older revision warns, as a resume on another kind of device does.
-RENDER_REVISION = 2
+# G_S's convs as a GEMM and the bias and noise added in one pass; 3: on CUDA, eager exports
+# fold the upsampling blur, as views do). A resume of an export begun by an older revision
+# warns, as a resume on another kind of device does.
+RENDER_REVISION = 3
 MIN_TILE, MAX_TILE = 64, 4096
 
 
@@ -537,7 +538,7 @@ def run_export(
     `compile`: render through `world.compiled()` (without `renderer`; with `one_shape`, so
     that one shape compiles): compiling takes a throwaway window first (see
     `World.compiled`), then the export runs faster (a `paper` gigapixel on an H200 in
-    19.9 s instead of 24.6 s; a 4096 x 4096 `lite` export on a 2-core CPU in 11.5-12.3 s
+    19.9 s instead of 26.6 s; a 4096 x 4096 `lite` export on a 2-core CPU in 11.5-12.3 s
     instead of 13.1-14.5 s). A resume renders as the export it continues did.
     `workers`: compression threads (default: all cores but two, 1 to 16).
     `renderer`: what renders the tiles (engine.tile_workers; default: `world`'s device,

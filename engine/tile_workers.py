@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from engine.edits import Edit
-from engine.model.conv_plans import steady_shapes
+from engine.model.kernel_choice import steady_shapes
 from engine.tiles import Rect
 from engine.world import World, quantised, to_uint8
 
@@ -81,7 +81,7 @@ def _never() -> bool:
 
 def render_tile(world: World, rect: Rect, lod: int, edits: tuple[Edit, ...]) -> np.ndarray:
     """One render tile as uint8 [h, w, 3]; RuntimeError if the world returns another shape.
-    An export renders many tiles of one shape: `steady_shapes` lets cuDNN plan for them."""
+    An export renders many tiles of one shape: `steady_shapes` replays them from CUDA graphs."""
     with steady_shapes():
         pixels = to_uint8(world.render_lod_float([rect], lod, edits))[0]  # [h, w, 3]
     return _checked(pixels, rect)

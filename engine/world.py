@@ -45,7 +45,6 @@ from engine.device import fast_dtype, to_device
 from engine.edits import Edit, edit_cells, edits_digest
 from engine.latents import Field, Stream, field_key, normal_fields
 from engine.model import Generator, coordinate_grid
-from engine.model.conv_plans import shapes_are_steady
 from engine.model.generator import StyleBlend
 from engine.model.geometry import (
     CellWindow,
@@ -55,6 +54,7 @@ from engine.model.geometry import (
     window_covering,
 )
 from engine.model.graphs import GraphedCalls
+from engine.model.kernel_choice import shapes_are_steady
 from engine.preview import apply_colour_map, colour_maps
 from engine.styles import Style, StyleLayer, composite_weights
 from engine.tiles import Rect, TileIndex, lod_for_scale, lod_rect

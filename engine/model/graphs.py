@@ -1,6 +1,6 @@
 """CUDA graphs for the steady renders of an export: one launch per tile instead of hundreds.
 
-An export renders thousands of windows of one shape (engine.model.conv_plans). In eager
+An export renders thousands of windows of one shape (engine.model.kernel_choice). In eager
 mode its render thread issues every kernel of the generator from Python, a few hundred per
 tile, and on a GPU those launches, not the arithmetic, can set the pace; they also need
 the interpreter lock, so encoder threads slow the render down. `GraphedCalls` captures

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.model.conv_plans import avoid_setup, gpu_inference, inference
+from engine.model.kernel_choice import compiling, folds_blur, gpu_inference, inference
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -49,12 +49,10 @@ def depthwise(x: Tensor, kernel: Tensor, *, padding: int = 0, bias: Tensor | Non
 class Blur(nn.Module):
     """Separable binomial blur outer(taps, taps) with total `gain`, valid after zero `padding`.
 
-    Same numbers two ways: a depthwise convolution, or shifted adds on a GPU where
-    gradients flow (the depthwise backward pass is slow: training ran 3.6x faster on an
-    H100 with shifted adds), where torch.compile traces (compiled shifted adds fuse with the
-    bias, noise and activation around them) and for inference outside `steady_shapes`,
-    where cuDNN's set-up for each new shape would stall (engine.model.conv_plans; the
-    generator's upsampling layers fold their blur into their weights there instead).
+    Same numbers two ways: a depthwise convolution on the CPU, shifted adds on a GPU
+    (engine.model.kernel_choice: cuDNN's depthwise kernels are slow to train through and
+    compile at run time for inference; eager inference on a GPU folds the generator's blurs
+    into its upsampling weights instead).
     """
 
     def __init__(self, taps: list[int], *, gain: float = 1.0, padding: int = 0) -> None:
@@ -67,8 +65,7 @@ class Blur(nn.Module):
 
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         # [B, C, H, W] -> [B, C, H + 2p - k + 1, W + 2p - k + 1]
-        shifted = not inference(x) or torch.compiler.is_compiling() or avoid_setup(x)
-        if x.device.type != "cuda" or not shifted:
+        if x.device.type != "cuda":
             return depthwise(x, self.kernel, padding=self.padding, bias=bias)
         p = self.padding
         if p:
@@ -301,7 +298,7 @@ class ModulatedConv2d(nn.Module):
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         bias = None if bias is None else bias.to(x.dtype)
-        if self.upsample and avoid_setup(x):  # the blur folded in: no depthwise conv to plan
+        if self.upsample and folds_blur(x):
             blurred = blurred_upsampling_weight(weight.transpose(0, 1), self.blur_spread)
             # [B, Cin, H, W] -> [B, Cout, 2H-3, 2W-3], as the two steps below
             return F.conv_transpose2d(x, blurred.to(x.dtype), bias, stride=2, padding=3)
@@ -430,7 +427,7 @@ class StyledConv(nn.Module):
 def _one_pass_pays(x: Tensor) -> bool:
     """Whether a styled conv adds its bias and noise with `add_bias_and_noise`: in eager
     inference. (Compiled code fuses the adds with the activation itself.)"""
-    return inference(x) and not torch.compiler.is_compiling()
+    return inference(x) and not compiling()
 
 
 def add_bias_and_noise(
@@ -466,7 +463,7 @@ class ToRGB(nn.Module):
     The skip is upsampled by a stride-2 transposed conv with the binomial [1, 2, 1] kernel
     (gain 4, i.e. linear interpolation), trimmed by one pixel per side, then centre-cropped
     to this layer's size (S -> 2S - 1 -> 2S - 5); for inference on a GPU, by interpolation
-    (`upsample_skip`, see engine.model.conv_plans).
+    (`upsample_skip`, see engine.model.kernel_choice).
     """
 
     def __init__(self, in_ch: int, style_dim: int, *, input_gain: float = 1.0) -> None:

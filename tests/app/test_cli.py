@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from app import cli
+from app.about import app_version
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,6 +112,30 @@ def test_python_m_app_cli_help_succeeds():
     result = run_python("-m", "app.cli", "--help")
     assert result.returncode == 0, result.stderr
     assert "usage: infinity-canvas" in result.stdout
+
+
+@pytest.mark.parametrize("used_a_gpu", [False, True])
+@pytest.mark.parametrize(("argv", "status"), [(["--version"], 0), (["no-such-command"], 2)])
+def test_the_console_script_skips_the_teardown_only_after_a_gpu(argv, status, used_a_gpu):
+    # A stand-in for torch with CUDA initialised; the marker's finaliser runs only in the
+    # interpreter's teardown. The output must reach the pipe either way.
+    code = f"""
+import atexit, sys, types
+from app import cli
+if {used_a_gpu}:
+    cuda = types.SimpleNamespace(is_initialized=lambda: True)
+    sys.modules["torch"] = types.SimpleNamespace(cuda=cuda)
+class Marker:
+    def __del__(self):
+        sys.stderr.write("torn down\\n")
+marker = Marker()
+sys.argv = ["infinity-canvas", *{argv!r}]
+cli.run()
+"""
+    result = run_python("-c", code)
+    assert result.returncode == status, result.stderr
+    assert (f"infinity-canvas {app_version()}" in result.stdout) == (argv == ["--version"])
+    assert ("torn down" in result.stderr) != used_a_gpu
 
 
 def private_user_dirs(tmp_path) -> dict[str, str]:

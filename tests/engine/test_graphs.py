@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine import World, load_generator
-from engine.model.conv_plans import steady_shapes
 from engine.model.graphs import _Graph
+from engine.model.kernel_choice import steady_shapes
 from engine.tiles import Rect
 
 

@@ -249,19 +249,24 @@ def test_bias_and_noise_added_in_one_pass_equal_the_broadcast_adds():
     torch.testing.assert_close(no_noise, out + bias.view(1, -1, 1, 1))
 
 
-def test_steady_shapes_is_per_thread_and_restores_the_outer_setting():
+@pytest.mark.parametrize("flag", ["steady", "compiled"])
+def test_kernel_choice_flags_are_per_thread_and_restore_the_outer_setting(flag):
     import threading
 
-    from engine.model.conv_plans import avoid_setup, shapes_are_steady, steady_shapes
+    from engine.model import kernel_choice
 
-    assert not avoid_setup(torch.zeros(1))  # the CPU has no set-up to avoid
-    seen = [shapes_are_steady()]
-    with steady_shapes():
-        with steady_shapes():
+    enter, read = {
+        "steady": (kernel_choice.steady_shapes, kernel_choice.shapes_are_steady),
+        "compiled": (kernel_choice.compiled_kernels, kernel_choice.compiling),
+    }[flag]
+    assert not kernel_choice.folds_blur(torch.zeros(1))  # the CPU has its depthwise blur
+    seen = [read()]
+    with enter():
+        with enter():
             pass
-        seen.append(shapes_are_steady())
-        other = threading.Thread(target=lambda: seen.append(shapes_are_steady()))
+        seen.append(read())
+        other = threading.Thread(target=lambda: seen.append(read()))
         other.start()
         other.join()
-    seen.append(shapes_are_steady())
+    seen.append(read())
     assert seen == [False, True, False, False]
