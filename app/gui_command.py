@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -109,11 +110,18 @@ def run(args: argparse.Namespace) -> int:
         window.offer_recovery()
     if args.quit_after_ms is not None:
         QTimer.singleShot(args.quit_after_ms, window.close)
+    # Ctrl+C in the terminal closes the window as File > Quit does (Python runs the handler
+    # between Qt events, which the window's timers keep coming).
+    interrupt = signal.signal(signal.SIGINT, lambda *_: QTimer.singleShot(0, window.close))
+    log.info("window open; Ctrl+C in this terminal closes it")
 
     # Leaving the `with` closes the loop and joins its executor threads; a loop or QThread
     # still alive at interpreter exit makes Qt abort the process.
-    with loop:
-        loop.run_until_complete(quitting.wait())
+    try:
+        with loop:
+            loop.run_until_complete(quitting.wait())
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
     asyncio.set_event_loop(None)
     return 0
 

@@ -160,6 +160,37 @@ def test_gui_starts_renders_and_quits_cleanly_in_a_real_process(tmp_path):
     assert autosaves == []
 
 
+def test_ctrl_c_in_the_terminal_closes_the_window_cleanly(tmp_path):
+    import signal
+
+    # The window would close itself after two minutes; Ctrl+C must close it long before.
+    argv = ["-m", "app.cli", "-v", "gui", "--device", "cpu", "--quit-after-ms", "120000"]
+    process = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=REPO,
+        env=private_user_dirs(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in process.stderr:  # the window says when it is open
+        lines.append(line)
+        if "Ctrl+C" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    try:
+        rest = process.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("the window did not close on Ctrl+C")
+    stderr = "".join(lines) + rest
+    assert "Ctrl+C" in lines[-1], stderr
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert list((tmp_path / "xdg_state_home").rglob("autosave-*")) == []
+
+
 def test_gui_opens_a_project_given_on_the_command_line(tmp_path):
     from app.project import ModelRef, Project, save_project
 
