@@ -8,8 +8,8 @@
   to rounding. cuDNN's depthwise blur compiles its kernel at run time: 0.2-0.25 s per
   layer each time a thread meets a new window shape, and the compiled kernels held memory
   for as long as the process lived. With it a `paper` gigapixel export on an H200 took
-  24.7-25.0 s and peaked at 1,584-1,637 MiB; folded, 26.2-26.3 s and 1,469-1,478 MiB. Views
-  and exports render the same way, so an exported pixel equals the canvas's.
+  24.7 s and peaked at 1,630-1,637 MiB (two processes); folded, 26.3 s and 1,477 MiB.
+  Views and exports render the same way, so an exported pixel equals the canvas's.
 - Compiled (while torch.compile traces, or within `compiled_kernels` where a compiled
   render's operations are counted eagerly): the 3 x 3 transposed convolution and the blur
   as shifted adds, which inductor fuses with the bias, noise and activation around them.
