@@ -120,7 +120,7 @@ def test_the_console_script_skips_the_teardown_only_after_a_gpu(argv, status, us
     # A stand-in for torch with CUDA initialised; the marker's finaliser runs only in the
     # interpreter's teardown. The output must reach the pipe either way.
     code = f"""
-import atexit, sys, types
+import sys, types
 from app import cli
 if {used_a_gpu}:
     cuda = types.SimpleNamespace(is_initialized=lambda: True)
