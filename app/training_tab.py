@@ -617,6 +617,7 @@ class TrainingTab(QWidget):
         self.progress_bar.setFormat("step %v / %m")
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(False)  # until a run is shown
         self.rate_label = QLabel()
         head = QHBoxLayout()
         head.addWidget(self.run_title)
@@ -1111,9 +1112,11 @@ class TrainingTab(QWidget):
             self.status_label.setText("")
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
+            self.progress_bar.setTextVisible(False)  # no "step 0 / 1" of no run
             self.rate_label.setText("")
             return
         self.run_title.setText(run_dir.name)
+        self.progress_bar.setTextVisible(True)
         request = self.process.request
         live = request is not None and request.run_dir == run_dir
         total = (request.steps if live and request and request.steps else 0) or (

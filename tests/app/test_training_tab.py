@@ -362,6 +362,7 @@ def test_runs_are_listed_and_open_in_canvas_emits_the_checkpoint_path(qtbot, mak
     tab = make_tab()
     assert tab.runs() == [run_dir]
     assert tab.runs_tree.topLevelItem(0).text(2) == "paused at 10"
+    assert not tab.progress_bar.isTextVisible()  # no steps shown before a run is
 
     tab.runs_tree.topLevelItem(0).setSelected(True)
     assert tab.viewed_run == run_dir
@@ -369,6 +370,7 @@ def test_runs_are_listed_and_open_in_canvas_emits_the_checkpoint_path(qtbot, mak
     assert tab.latest_step == 10
     assert tab.sample_view.image is not None and tab.sample_caption.text() == "step_000010.png"
     assert tab.progress_bar.value() == 10 and tab.progress_bar.maximum() == 100
+    assert tab.progress_bar.isTextVisible()
     assert tab.resume_button.isEnabled()
     assert [p.name for p in tab.checkpoints()] == [
         "latest.safetensors",
