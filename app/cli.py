@@ -136,7 +136,11 @@ def run() -> None:
     # Exit handlers run last-registered first; the ones of modules imported before this
     # (logging's) would run after this one, so it calls them itself.
     atexit.register(_end_without_gpu_teardown, status)
-    status[0] = main()
+    try:
+        status[0] = main()
+    except SystemExit as exit_:  # a sub-command that exits by itself
+        status[0] = _exit_status(exit_.code)
+        raise
     raise SystemExit(status[0])
 
 
